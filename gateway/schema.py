@@ -1,0 +1,173 @@
+"""The config language, declared once as typed models.
+
+Validation, `gateway schema` (JSON Schema for editors) and the README's reference all come
+from these models: every field has a description, and unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, WithJsonSchema, model_validator
+
+from gateway.units import parse_duration, parse_rate, parse_size
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"type": ["string", "number"], "description": "a duration: '500ms', '10s', '5m', '1h', '7d'"}),
+]
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema({"type": ["string", "integer"], "description": "a size: '512KiB', '1MiB' or bytes"}),
+]
+Rate = Annotated[
+    float,
+    BeforeValidator(parse_rate),
+    WithJsonSchema({"type": "string", "description": "a rate: '1/s', '100/m', '1000/h'"}),
+]
+DestinationType = Literal["http", "slack", "discord", "teams", "missive"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ServerConfig(Model):
+    host: str = Field("0.0.0.0", description="Address to listen on.")
+    port: int = Field(8080, ge=1, le=65535, description="Port to listen on (overridden by --port).")
+    max_body: Size = Field(1024 * 1024, description="Largest webhook body accepted; larger ones get 413.")
+
+
+class StorageConfig(Model):
+    backend: Literal["sqlite", "redis"] = Field("sqlite", description="Where events and deliveries are kept.")
+    path: str = Field("data/gateway.db", description="SQLite file (backend: sqlite), relative to the config file.")
+    url: str | None = Field(None, description="Redis URL (backend: redis), e.g. redis://localhost:6379/0.")
+    retention: Duration = Field(7 * 86400.0, description="Delivered events older than this are pruned.")
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> StorageConfig:
+        if self.backend == "redis" and not self.url:
+            raise ValueError("backend 'redis' needs 'url', e.g. url: redis://localhost:6379/0")
+        return self
+
+
+class AdminConfig(Model):
+    token: SecretStr | None = Field(None, description="Bearer token for /admin/; the admin API is off when unset.")
+
+
+class SourceConfig(Model):
+    path: str | None = Field(None, description="URL path that receives this source's webhooks; default /hooks/<name>.")
+    secrets: list[SecretStr] = Field(
+        default_factory=list,
+        description="Signing secrets; a request signed with any one is accepted (several during rotation). "
+        "Empty: unsigned requests are accepted, and the gateway warns at start-up.",
+    )
+    dedupe_window: Duration = Field(600.0, description="The same body again within this window is not routed twice.")
+
+
+class RetryConfig(Model):
+    attempts: int = Field(8, ge=1, le=100, description="Attempts in all, the first included, before a dead letter.")
+    backoff: Duration = Field(1.0, description="Base of the exponential backoff (full jitter).")
+    max_backoff: Duration = Field(600.0, description="Longest wait between two attempts.")
+
+
+class SignConfig(Model):
+    secret: SecretStr = Field(description="HMAC-SHA256 key used to sign outgoing bodies.")
+    header: str = Field("X-Gateway-Signature", description="Header that carries 'sha256=<hex>'.")
+
+
+class DestinationConfig(Model):
+    type: DestinationType = Field("http", description="Preset: http, slack, discord, teams or missive.")
+    url: str | None = Field(None, description="Where to send (a template). Required except for type missive.")
+    method: str = Field("POST", description="HTTP method.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Headers sent with every request (templates).")
+    token: SecretStr | None = Field(
+        None, description="Bearer token (Slack chat.postMessage bot token, Missive API token)."
+    )
+    timeout: Duration = Field(10.0, description="Longest wait for one answer.")
+    retry: RetryConfig = Field(default_factory=RetryConfig, description="Retry policy.")  # type: ignore[arg-type]
+    rate_limit: Rate | None = Field(None, description="Most requests per second/minute/hour, e.g. '1/s'.")
+    concurrency: int = Field(4, ge=1, le=256, description="Most requests in flight at once.")
+    sign: SignConfig | None = Field(None, description="Sign outgoing bodies (type http) so receivers can verify us.")
+
+
+class Condition(Model):
+    """One test on a JSONPath, or all/any/not of other conditions."""
+
+    path: str | None = Field(None, description="JSONPath into the payload, e.g. $.rule.type.")
+    equals: Any = Field(None, description="Value equals this.")
+    in_: list[Any] | None = Field(None, alias="in", description="Value is one of these.")
+    contains: Any = Field(None, description="Value (a string or list) contains this.")
+    matches: str | None = Field(None, description="Value matches this regular expression (search).")
+    glob: str | None = Field(None, description="Value matches this shell-style pattern, e.g. '*@example.com'.")
+    exists: bool | None = Field(None, description="The path yields a value (true) or nothing (false).")
+    gt: Any = Field(None, description="Value is greater than this.")
+    gte: Any = Field(None, description="Value is greater than or equal to this.")
+    lt: Any = Field(None, description="Value is less than this.")
+    lte: Any = Field(None, description="Value is less than or equal to this.")
+    all: list[Condition] | None = Field(None, description="Every condition holds.")
+    any: list[Condition] | None = Field(None, description="At least one condition holds.")
+    not_: Condition | None = Field(None, alias="not", description="The condition does not hold.")
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> Condition:
+        ops = self.operators()
+        groups = [name for name, value in (("all", self.all), ("any", self.any), ("not", self.not_)) if value is not None]
+        if self.path is not None:
+            if groups:
+                raise ValueError(f"a condition has either 'path' or '{groups[0]}', not both")
+            if len(ops) != 1:
+                found = ", ".join(ops) or "none"
+                raise ValueError(
+                    f"a 'path' condition needs exactly one operator (found: {found}); "
+                    "use one of equals, in, contains, matches, glob, exists, gt, gte, lt, lte"
+                )
+        elif ops:
+            raise ValueError(f"operator '{ops[0]}' needs a 'path', e.g. {{path: $.rule.type, {ops[0]}: ...}}")
+        elif len(groups) != 1:
+            raise ValueError("a condition needs 'path' with an operator, or exactly one of all, any, not")
+        return self
+
+    def operators(self) -> list[str]:
+        """Names of the operators set on this condition, as written in YAML."""
+        names = ("equals", "in", "contains", "matches", "glob", "exists", "gt", "gte", "lt", "lte")
+        fields = self.model_fields_set
+        return [name for name in names if (name + "_" if name == "in" else name) in fields]
+
+
+class SendConfig(Model):
+    to: str = Field(description="Name of a destination.")
+    body: Any = Field(None, description="YAML structure whose string leaves are templates; sent as JSON.")
+    template: str | None = Field(None, description="Raw text body (a template).")
+    template_file: str | None = Field(None, description="File holding a raw text body template, relative to the config.")
+    headers: dict[str, str] | None = Field(None, description="Extra headers (templates), added to the destination's.")
+    url: str | None = Field(None, description="Overrides the destination's URL (a template).")
+    method: str | None = Field(None, description="Overrides the destination's method.")
+
+    @model_validator(mode="after")
+    def _one_body(self) -> SendConfig:
+        given = [name for name in ("body", "template", "template_file") if name in self.model_fields_set]
+        if len(given) > 1:
+            raise ValueError(f"give one of body, template, template_file (found: {', '.join(given)})")
+        return self
+
+
+class RouteConfig(Model):
+    name: str = Field(description="Unique name, used in logs, metrics and replay filters.")
+    source: str | None = Field(None, description="Source whose events this route sees; optional with one source.")
+    when: Condition | None = Field(None, description="Condition on the payload; no condition matches every event.")
+    send: list[SendConfig] = Field(min_length=1, description="Requests to make when the route matches.")
+    continue_: bool = Field(
+        True, alias="continue", description="true: later routes are evaluated too; false: stop at this route."
+    )
+
+
+class GatewayConfig(Model):
+    server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
+    storage: StorageConfig = Field(default_factory=StorageConfig)  # type: ignore[arg-type]
+    admin: AdminConfig = Field(default_factory=AdminConfig)  # type: ignore[arg-type]
+    sources: dict[str, SourceConfig] = Field(min_length=1, description="Where webhooks come from.")
+    destinations: dict[str, DestinationConfig] = Field(default_factory=dict, description="Where requests go.")
+    routes: list[RouteConfig] = Field(default_factory=list, description="Which events go where, in order.")

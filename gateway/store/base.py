@@ -1,0 +1,104 @@
+"""The interface every store backend implements (SQLite embedded, Redis shared).
+
+Time is always passed in by the caller (`now_ms`), so backends never read a clock and
+tests can drive them with an injected one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+from gateway.model import (
+    Attempt,
+    AttemptResult,
+    Delivery,
+    DeliveryFilter,
+    IngestResult,
+    NewDelivery,
+    NewEvent,
+    QueueStats,
+    RenderedRequest,
+    StoredEvent,
+)
+
+
+class Store(ABC):
+    """Durable home of events, deliveries and attempts; also the delivery queue."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and create or migrate the schema."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Flush pending writes and disconnect."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Return when the store takes writes; raise StoreUnavailable otherwise (for /readyz)."""
+
+    @abstractmethod
+    async def ingest(self, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int) -> IngestResult:
+        """Store an event and all its deliveries atomically, unless its body was seen before.
+
+        If an event of the same source with the same `dedupe_key` was stored less than
+        `dedupe_window_ms` before `event.received_at_ms`, nothing is stored and the result
+        names the first event with `duplicate=True, deliveries=0`. Deliveries with a request
+        start pending and due at `received_at_ms`; those without one start dead with `error`.
+        Returns only after the write is durable. Raises StoreUnavailable when it cannot write.
+        """
+
+    @abstractmethod
+    async def claim(self, capacity: Mapping[str, int], now_ms: int, lease_ms: int) -> list[Delivery]:
+        """Lease up to `capacity[destination]` due pending deliveries per destination, oldest due first.
+
+        A claimed delivery is not due again until `now_ms + lease_ms`: if its worker dies, it is
+        claimed again after that. Each returned delivery carries a fresh `lease_token`.
+        """
+
+    @abstractmethod
+    async def finish(self, delivery: Delivery, result: AttemptResult) -> bool:
+        """Record an attempt and move the delivery to its next state.
+
+        The attempt is always recorded. The state changes only if `delivery.lease_token` still
+        holds the lease; returns False when another worker has taken it over since.
+        """
+
+    @abstractmethod
+    async def next_due_ms(self) -> int | None:
+        """When the earliest pending delivery is due (None when nothing is pending)."""
+
+    @abstractmethod
+    async def get_event(self, event_id: str) -> StoredEvent | None: ...
+
+    @abstractmethod
+    async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
+
+    @abstractmethod
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]:
+        """Attempts of one delivery, oldest first."""
+
+    @abstractmethod
+    async def list_deliveries(self, where: DeliveryFilter) -> list[Delivery]:
+        """Deliveries matching the filter, newest first, at most `where.limit`."""
+
+    @abstractmethod
+    async def requeue(
+        self, delivery_ids: list[str], now_ms: int, requests: Mapping[str, RenderedRequest] | None = None
+    ) -> int:
+        """Make dead or delivered deliveries pending again, due now, with their attempt count reset.
+
+        Pending ones are left alone, so replaying twice queues nothing twice. `requests`
+        replaces the stored request of the named deliveries (replay with re-rendering).
+        Returns how many were re-queued.
+        """
+
+    @abstractmethod
+    async def prune(self, before_ms: int) -> int:
+        """Delete delivered deliveries, their attempts and events older than `before_ms` whose
+        deliveries are all delivered; dead letters stay. Returns the number of events deleted."""
+
+    @abstractmethod
+    async def stats(self) -> QueueStats:
+        """Queue depth, dead letters and the oldest due time, for metrics."""
