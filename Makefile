@@ -1,0 +1,32 @@
+# The targets people and CI both call. `make run` and `make test` work on a fresh machine
+# with Python 3.11 and make: they build .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= config.example.yaml
+
+.PHONY: run test check lint typecheck pytest bench redis clean
+
+$(BIN)/gateway: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,speed]'
+	touch $@
+
+run: $(BIN)/gateway
+	$(BIN)/gateway serve -c $(CONFIG)
+
+test: $(BIN)/gateway
+	scripts/ensure-redis
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+check: $(BIN)/gateway
+	$(BIN)/gateway check -c $(CONFIG)
+
+bench: $(BIN)/gateway
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache data

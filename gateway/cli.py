@@ -1,0 +1,112 @@
+"""The `gateway` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.config import load_config
+from gateway.errors import ConfigError, GatewayError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+        return code
+    except ConfigError as exc:
+        print(f"{exc.file}: {len(exc.problems)} problem(s) in the config:", file=sys.stderr)
+        print(exc.render(), file=sys.stderr)
+        return 1
+    except GatewayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="Route and forward Missive webhooks.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="receive webhooks and deliver them")
+    _config_arg(serve)
+    serve.add_argument("--host", help="address to listen on (default: server.host)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: server.port)")
+    serve.set_defaults(run=_serve)
+
+    check = sub.add_parser("check", help="validate a config; exit 1 with every problem listed")
+    _config_arg(check)
+    check.set_defaults(run=_check)
+
+    schema = sub.add_parser("schema", help="print the config's JSON Schema (for editor completion)")
+    schema.set_defaults(run=_schema)
+
+    test = sub.add_parser("test", help="dry run: show what a payload would do, without sending anything")
+    _config_arg(test)
+    test.add_argument("payload", type=Path, help="a JSON payload file, as Missive would POST it")
+    test.add_argument("--source", help="source the payload arrives on (needed with several sources)")
+    test.add_argument("--json", action="store_true", help="print one JSON object")
+    test.set_defaults(run=_test)
+    return parser
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", type=Path, default=Path("config.yaml"), help="config file")
+
+
+def _check(args: argparse.Namespace) -> int:
+    loaded = load_config(args.config)
+    config = loaded.config
+    print(
+        f"{args.config}: ok ({len(config.sources)} sources, {len(config.destinations)} destinations, "
+        f"{len(config.routes)} routes)"
+    )
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from gateway.schema import GatewayConfig
+
+    print(json.dumps(GatewayConfig.model_json_schema(by_alias=True), indent=2))
+    return 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    from gateway.dryrun import dry_run, format_text
+
+    loaded = load_config(args.config)
+    try:
+        body = args.payload.read_bytes()
+    except OSError as exc:
+        raise GatewayError(f"cannot read {args.payload}: {exc.strerror}") from None
+    report = dry_run(loaded, body, args.source)
+    print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_text(report))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from gateway.runtime import ConfigHolder
+    from gateway.server import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    loaded = load_config(args.config)
+    server = loaded.config.server
+    app = create_app(ConfigHolder(loaded))
+    web.run_app(app, host=args.host or server.host, port=args.port or server.port, print=None, loop=_loop())
+    return 0
+
+
+def _loop() -> object | None:
+    """uvloop's event loop when installed (about 25% faster here), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop()

@@ -1,0 +1,224 @@
+"""Loading a config file: read, interpolate, validate, cross-check and compile.
+
+Everything that can be wrong with a config is found here, at load, and reported all at
+once as a ConfigError whose problems name the YAML path, the line and the fix. Nothing
+that passes here can fail at request time for a reason the config could have caught.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import pydantic
+from pydantic import BaseModel
+
+from gateway.errors import ConfigError, ConfigProblem
+from gateway.mask import Masker
+from gateway.match import Predicate, compile_condition
+from gateway.render import RequestTemplate, compile_request
+from gateway.schema import GatewayConfig, RouteConfig
+from gateway.yamlsource import YamlDocument, join_path, read_yaml
+
+
+@dataclass(frozen=True)
+class CompiledSend:
+    destination: str
+    template: RequestTemplate
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class CompiledRoute:
+    name: str
+    source: str
+    predicate: Predicate | None
+    sends: tuple[CompiledSend, ...]
+    stop: bool
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A valid config, with its conditions and templates compiled."""
+
+    file: Path
+    config: GatewayConfig
+    routes: tuple[CompiledRoute, ...]
+    masker: Masker
+
+    def source_path(self, name: str) -> str:
+        return self.config.sources[name].path or f"/hooks/{name}"
+
+    def routes_for(self, source: str) -> list[CompiledRoute]:
+        return [route for route in self.routes if route.source == source]
+
+
+def load_config(file: str | Path, environ: typing.Mapping[str, str] | None = None) -> LoadedConfig:
+    """Load and compile `file`; raise ConfigError listing every problem found."""
+    path = Path(file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [ConfigProblem("", f"cannot read the file: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), [ConfigProblem("", "the file is not UTF-8 text")]) from None
+    document = read_yaml(text, environ)
+    problems = list(document.problems)
+    config = _validate(document, problems) if not problems else None
+    if config is None:
+        raise ConfigError(str(path), _with_lines(problems, document))
+    _cross_check(config, problems)
+    routes = _compile_routes(config, path.parent, problems)
+    if problems:
+        raise ConfigError(str(path), _with_lines(problems, document))
+    return LoadedConfig(file=path, config=config, routes=routes, masker=Masker(_secrets(config, document)))
+
+
+def _with_lines(problems: list[ConfigProblem], document: YamlDocument) -> list[ConfigProblem]:
+    return [
+        problem if problem.line is not None else ConfigProblem(
+            problem.path, problem.message, document.line_of(problem.path), problem.hint
+        )
+        for problem in problems
+    ]
+
+
+def _validate(document: YamlDocument, problems: list[ConfigProblem]) -> GatewayConfig | None:
+    if not isinstance(document.data, dict):
+        problems.append(ConfigProblem("", "the config must be a mapping with at least 'sources'", 1,
+                                      "start from config.example.yaml"))
+        return None
+    try:
+        return GatewayConfig.model_validate(document.data)
+    except pydantic.ValidationError as exc:
+        problems.extend(_problem_from(error) for error in exc.errors())
+        return None
+
+
+def _problem_from(error: Any) -> ConfigProblem:
+    loc: tuple[str | int, ...] = tuple(error["loc"])
+    path = ""
+    for part in loc:
+        path = join_path(path, part)
+    kind, message = error["type"], str(error["msg"]).removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        known = _fields_at(loc[:-1])
+        guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"did you mean '{guess[0]}'?" if guess else f"known keys here: {', '.join(sorted(known))}"
+        return ConfigProblem(path, f"unknown key '{loc[-1]}'", hint=hint)
+    if kind == "missing":
+        return ConfigProblem(path, f"'{loc[-1]}' is required here", hint="add it")
+    return ConfigProblem(path, message)
+
+
+def _fields_at(loc: tuple[str | int, ...]) -> list[str]:
+    """Key names allowed by the model found at `loc`, for "did you mean" hints."""
+    annotation: Any = GatewayConfig
+    for part in loc:
+        model = _model_in(annotation)
+        if model is not None:
+            fields = {(info.alias or name): info for name, info in model.model_fields.items()}
+            annotation = fields[str(part)].annotation if str(part) in fields else None
+        else:
+            args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+            annotation = args[-1] if args else None
+    model = _model_in(annotation)
+    return [info.alias or name for name, info in model.model_fields.items()] if model else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return next(filter(None, (_model_in(arg) for arg in typing.get_args(annotation))), None)
+    return None
+
+
+def _suggest(name: str, known: Iterable[str], kind: str) -> str:
+    options = sorted(known)
+    guess = difflib.get_close_matches(name, options, n=1)
+    if guess:
+        return f"did you mean '{guess[0]}'?"
+    return f"define it under '{kind}'" + (f" (known: {', '.join(options)})" if options else "")
+
+
+def _cross_check(config: GatewayConfig, problems: list[ConfigProblem]) -> None:
+    seen_paths: dict[str, str] = {}
+    for name, source in config.sources.items():
+        at = f"sources.{name}.path"
+        path = source.path or f"/hooks/{name}"
+        if not path.startswith("/"):
+            problems.append(ConfigProblem(at, f"path '{path}' must start with '/'", hint=f"write /{path}"))
+        elif path in seen_paths or path in ("/healthz", "/readyz", "/metrics") or path.startswith("/admin/"):
+            taken = f"source '{seen_paths[path]}'" if path in seen_paths else "the gateway itself"
+            problems.append(ConfigProblem(at, f"path '{path}' is already used by {taken}", hint="choose another path"))
+        seen_paths.setdefault(path, name)
+    for name, destination in config.destinations.items():
+        if not destination.url and destination.type != "missive":
+            problems.append(
+                ConfigProblem(f"destinations.{name}", "'url' is required here", hint="add the URL to send to")
+            )
+    seen_routes: set[str] = set()
+    for index, route in enumerate(config.routes):
+        if route.name in seen_routes:
+            problems.append(
+                ConfigProblem(f"routes[{index}].name", f"route name '{route.name}' is used twice", hint="rename one")
+            )
+        seen_routes.add(route.name)
+        _check_route_refs(config, index, route, problems)
+
+
+def _check_route_refs(config: GatewayConfig, index: int, route: RouteConfig, problems: list[ConfigProblem]) -> None:
+    if route.source is None and len(config.sources) > 1:
+        problems.append(
+            ConfigProblem(f"routes[{index}]", "'source' is required when there are several sources",
+                          hint=f"add source: one of {', '.join(sorted(config.sources))}")
+        )
+    elif route.source is not None and route.source not in config.sources:
+        problems.append(
+            ConfigProblem(f"routes[{index}].source", f"unknown source '{route.source}'",
+                          hint=_suggest(route.source, config.sources, "sources"))
+        )
+    for send_index, send in enumerate(route.send):
+        if send.to not in config.destinations:
+            problems.append(
+                ConfigProblem(f"routes[{index}].send[{send_index}].to", f"unknown destination '{send.to}'",
+                              hint=_suggest(send.to, config.destinations, "destinations"))
+            )
+
+
+def _compile_routes(config: GatewayConfig, base_dir: Path, problems: list[ConfigProblem]) -> tuple[CompiledRoute, ...]:
+    routes = []
+    only_source = next(iter(config.sources)) if len(config.sources) == 1 else ""
+    for index, route in enumerate(config.routes):
+        at = f"routes[{index}]"
+        predicate = compile_condition(route.when, f"{at}.when", problems) if route.when is not None else None
+        sends = []
+        for send_index, send in enumerate(route.send):
+            destination = config.destinations.get(send.to)
+            if destination is None:
+                continue  # reported by _cross_check
+            template = compile_request(send, destination, base_dir, f"{at}.send[{send_index}]", problems)
+            if template is not None:
+                sends.append(CompiledSend(send.to, template, destination.retry.attempts))
+        routes.append(CompiledRoute(route.name, route.source or only_source, predicate, tuple(sends), not route.continue_))
+    return tuple(routes)
+
+
+def _secrets(config: GatewayConfig, document: YamlDocument) -> set[str]:
+    """Every value the masker must hide: declared secrets and secret-looking variables."""
+    found = set(document.secret_values)
+    found.update(secret.get_secret_value() for source in config.sources.values() for secret in source.secrets)
+    for destination in config.destinations.values():
+        if destination.token is not None:
+            found.add(destination.token.get_secret_value())
+        if destination.sign is not None:
+            found.add(destination.sign.secret.get_secret_value())
+    if config.admin.token is not None:
+        found.add(config.admin.token.get_secret_value())
+    return {value for value in found if len(value) >= 4}

@@ -1,0 +1,92 @@
+"""`gateway test`: what a payload would do under a config, with secrets masked."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from gateway.config import LoadedConfig
+from gateway.errors import GatewayError
+from gateway.ingest import is_validation_request, parse_payload
+from gateway.route import RouteVerdict, plan
+
+
+def pick_source(config: LoadedConfig, source: str | None) -> str:
+    names = sorted(config.config.sources)
+    if source is None:
+        if len(names) == 1:
+            return names[0]
+        raise GatewayError(f"the config has several sources; choose one with --source ({', '.join(names)})")
+    if source not in config.config.sources:
+        raise GatewayError(f"unknown source '{source}'; the config has: {', '.join(names)}")
+    return source
+
+
+def dry_run(config: LoadedConfig, body: bytes, source: str | None = None) -> dict[str, Any]:
+    """Route `body` as ingest would, without storing or sending; the result is JSON-ready and masked."""
+    name = pick_source(config, source)
+    if is_validation_request(body):
+        return {"source": name, "validation_request": True, "routes": []}
+    payload = parse_payload(body)
+    if not isinstance(payload, dict) or "rule" not in payload:
+        return {"source": name, "validation_request": True, "routes": []}
+    event = {"id": "evt_dry_run", "source": name, "received_at": time.time()}
+    verdicts = plan(config.routes_for(name), payload, event, explain=True)
+    return {
+        "source": name,
+        "validation_request": False,
+        "rule_type": (payload.get("rule") or {}).get("type"),
+        "routes": [_verdict(config, verdict) for verdict in verdicts],
+    }
+
+
+def _verdict(config: LoadedConfig, verdict: RouteVerdict) -> dict[str, Any]:
+    masker = config.masker
+    sends = []
+    for send in verdict.sends:
+        entry: dict[str, Any] = {"to": send.destination}
+        if send.request is None:
+            entry["error"] = masker.text(send.error or "")
+        else:
+            request = send.request
+            entry["request"] = {
+                "method": request.method,
+                "url": masker.url(request.url),
+                "headers": masker.headers(request.headers),
+                "body": masker.text(request.body.decode("utf-8", "replace")),
+            }
+        sends.append(entry)
+    return {"route": verdict.route, "matched": verdict.matched, "failed": verdict.failed, "sends": sends}
+
+
+def format_text(report: dict[str, Any]) -> str:
+    """The dry-run report for a person to read."""
+    lines = [f"source: {report['source']}"]
+    if report["validation_request"]:
+        lines.append("this is a validation request (no 'rule'): answered 200, nothing routed")
+        return "\n".join(lines)
+    lines.append(f"rule.type: {report['rule_type']}")
+    if not report["routes"]:
+        lines.append("no route listens to this source")
+    for route in report["routes"]:
+        if not route["matched"]:
+            lines.append(f"✗ {route['route']}: {route['failed']}")
+            continue
+        lines.append(f"✓ {route['route']}: matched")
+        for send in route["sends"]:
+            if "error" in send:
+                lines.append(f"    → {send['to']}: CANNOT RENDER: {send['error']}")
+                continue
+            request = send["request"]
+            lines.append(f"    → {send['to']}: {request['method']} {request['url']}")
+            lines.extend(f"        {name}: {value}" for name, value in request["headers"].items())
+            lines.extend(f"        {line}" for line in _pretty(request["body"]).splitlines())
+    return "\n".join(lines)
+
+
+def _pretty(body: str) -> str:
+    try:
+        return json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+    except ValueError:
+        return body

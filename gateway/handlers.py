@@ -1,0 +1,72 @@
+"""HTTP handlers: webhook ingest and health checks."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from gateway.appkeys import CLOCK, CONFIG, STORE, WAKE
+from gateway.errors import PayloadError, SignatureError, StoreUnavailable
+from gateway.httperrors import error_response
+from gateway.ingest import accept
+from gateway.verify import SIGNATURE_HEADER
+
+log = logging.getLogger("gateway.ingest")
+
+
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The request body, refusing (413) as soon as it is known to exceed `max_bytes`."""
+    too_large = PayloadError(f"body is larger than the {max_bytes} bytes allowed (server.max_body)", status=413)
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def ingest(request: web.Request) -> web.StreamResponse:
+    active = request.app[CONFIG].active
+    source = active.source_by_path.get(request.path)
+    if source is None:
+        return error_response(404, f"no source listens on {request.path}")
+    try:
+        body = await read_body(request, active.loaded.config.server.max_body)
+        accepted = await accept(
+            active.loaded, request.app[STORE], source, body, request.headers.get(SIGNATURE_HEADER),
+            request.app[CLOCK].now_ms(),
+        )
+    except SignatureError as exc:
+        log.warning("rejected a request to %s: %s", request.path, exc)
+        return error_response(401, str(exc))
+    except PayloadError as exc:
+        log.warning("rejected a request to %s: %s", request.path, exc)
+        return error_response(exc.status, str(exc))
+    except StoreUnavailable as exc:
+        log.error("could not store an event from %s: %s", source, exc)
+        return error_response(503, "the gateway cannot store events right now; retry later", {"Retry-After": "5"})
+    result = accepted.result
+    if result is None:
+        return web.json_response({"ok": True, "validation": True, "deliveries": 0})
+    if result.duplicate:
+        return web.json_response({"event_id": result.event_id, "duplicate": True, "deliveries": 0})
+    if result.deliveries:
+        request.app[WAKE]()
+    return web.json_response({"event_id": result.event_id, "deliveries": result.deliveries})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await request.app[STORE].ping()
+    except StoreUnavailable as exc:
+        return error_response(503, f"store not writable: {exc}")
+    return web.json_response({"status": "ready"})

@@ -1,0 +1,65 @@
+"""Accepting one webhook: verify, parse, dedupe, route, render and store it durably."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import LoadedConfig
+from gateway.errors import PayloadError
+from gateway.model import IngestResult, NewEvent
+from gateway.route import new_id, plan, to_deliveries
+from gateway.store.base import Store
+from gateway.verify import verify
+
+log = logging.getLogger("gateway.ingest")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What ingest did with a request; `result` is None for a validation request."""
+
+    result: IngestResult | None
+    routes: tuple[str, ...] = ()
+
+
+def parse_payload(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        raise PayloadError(f"body is not valid JSON: {reason}") from None
+
+
+def is_validation_request(body: bytes) -> bool:
+    """Missive's rule-save check: an empty body or `{}`; answered 200, nothing routed."""
+    return not body.strip() or body.strip() == b"{}"
+
+
+async def accept(
+    config: LoadedConfig, store: Store, source: str, body: bytes, signature: str | None, now_ms: int
+) -> Accepted:
+    """Run the whole ingest path; raises SignatureError, PayloadError or StoreUnavailable."""
+    if is_validation_request(body):
+        return Accepted(None)
+    source_config = config.config.sources[source]
+    if source_config.secrets:
+        verify([secret.get_secret_value().encode() for secret in source_config.secrets], body, signature)
+    payload = parse_payload(body)
+    if not isinstance(payload, dict) or "rule" not in payload:
+        return Accepted(None)
+    event_id = new_id("evt", now_ms)
+    event_meta = {"id": event_id, "source": source, "received_at": now_ms / 1000}
+    verdicts = plan(config.routes_for(source), payload, event_meta)
+    deliveries = to_deliveries(verdicts, now_ms)
+    event = NewEvent(event_id, source, now_ms, body, hashlib.sha256(body).hexdigest())
+    result = await store.ingest(event, deliveries, int(source_config.dedupe_window * 1000))
+    matched = tuple(verdict.route for verdict in verdicts)
+    if result.duplicate:
+        log.info("event %s from %s is a duplicate of %s; not routed again", event_id, source, result.event_id)
+    else:
+        log.info("event %s from %s stored: routes %s, %d deliveries", event_id, source, list(matched), len(deliveries))
+    return Accepted(result, () if result.duplicate else matched)

@@ -1,0 +1,53 @@
+"""Wiring: build the aiohttp application from a config. No logic lives here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway import handlers
+from gateway.appkeys import CLOCK, CONFIG, STORE, WAKE
+from gateway.clock import Clock, SystemClock
+from gateway.httperrors import json_errors
+from gateway.runtime import ConfigHolder
+from gateway.store.base import Store
+from gateway.store.factory import make_store
+
+log = logging.getLogger("gateway.server")
+
+
+def create_app(holder: ConfigHolder, store: Store | None = None, clock: Clock | None = None) -> web.Application:
+    """The gateway's application. `store` defaults to the configured backend, opened and closed with the app."""
+    loaded = holder.active.loaded
+    app = web.Application(middlewares=[json_errors], client_max_size=loaded.config.server.max_body)
+    app[CONFIG] = holder
+    app[CLOCK] = clock or SystemClock()
+    app[STORE] = store or make_store(loaded.config.storage, loaded.file.parent)
+    app[WAKE] = lambda: None
+    app.cleanup_ctx.append(_store_ctx)
+    app.on_startup.append(_announce)
+    app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/readyz", handlers.readyz)
+    app.router.add_post("/{path:.*}", handlers.ingest)
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[STORE].open()
+    yield
+    await app[STORE].close()
+
+
+async def _announce(app: web.Application) -> None:
+    loaded = app[CONFIG].active.loaded
+    for name, source in loaded.config.sources.items():
+        routes = [route.name for route in loaded.routes_for(name)]
+        log.info("source %s: POST %s -> routes %s", name, loaded.source_path(name), routes or "(none)")
+        if not source.secrets:
+            log.warning(
+                "SOURCE %s HAS NO SECRETS: anyone who can reach %s can inject events. "
+                "Set a secret on the Missive rule and list it under sources.%s.secrets.",
+                name, loaded.source_path(name), name,
+            )

@@ -1,0 +1,15 @@
+"""Building the store a config asks for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.schema import StorageConfig
+from gateway.store.base import Store
+
+
+def make_store(storage: StorageConfig, base_dir: Path) -> Store:
+    """The configured backend, not yet opened. SQLite paths are relative to the config file."""
+    from gateway.store.sqlite import SqliteStore
+
+    return SqliteStore(base_dir / storage.path)

@@ -1,0 +1,151 @@
+"""Loading configs: interpolation, validation and the problems reported for broken ones."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load_config
+from gateway.errors import ConfigError
+
+VALID = """\
+sources:
+  missive:
+    secrets: ["${MISSIVE_SECRET:-dev-secret}"]
+destinations:
+  slack:
+    type: slack
+    url: https://hooks.slack.com/services/T000/B000/XXXX
+    rate_limit: 1/s
+  crm:
+    url: ${CRM_URL:-http://crm.invalid}/notes
+    headers: {Authorization: "Bearer ${CRM_TOKEN:-tok-default}"}
+    timeout: 500ms
+    retry: {attempts: 3, backoff: 2s, max_backoff: 1m}
+routes:
+  - name: vip
+    when:
+      all:
+        - {path: $.rule.type, in: [incoming_email]}
+        - not: {path: $.message.from_field.address, matches: '@example\\.com$'}
+    send:
+      - to: slack
+        body: {text: "{{ message.subject }}"}
+      - to: crm
+        template: "{{ message.preview }}"
+"""
+
+
+def problems_of(write_config: Callable[[str], Path], text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(text), environ=env or {})
+    return [str(problem) for problem in caught.value.problems]
+
+
+def test_valid_config_loads_with_defaults_and_units(write_config: Callable[[str], Path]) -> None:
+    loaded = load_config(write_config(VALID), environ={})
+    config = loaded.config
+    assert config.server.port == 8080
+    assert config.server.max_body == 1024 * 1024
+    assert config.sources["missive"].dedupe_window == 600.0
+    assert config.destinations["crm"].timeout == 0.5
+    assert config.destinations["crm"].retry.backoff == 2.0
+    assert config.destinations["crm"].retry.max_backoff == 60.0
+    assert config.destinations["slack"].rate_limit == 1.0
+    assert config.destinations["crm"].url == "http://crm.invalid/notes"
+    assert loaded.source_path("missive") == "/hooks/missive"
+    assert [route.name for route in loaded.routes_for("missive")] == ["vip"]
+    assert [send.destination for send in loaded.routes[0].sends] == ["slack", "crm"]
+    assert loaded.routes[0].sends[1].max_attempts == 3
+
+
+def test_environment_values_replace_variables(write_config: Callable[[str], Path]) -> None:
+    loaded = load_config(write_config(VALID), environ={"CRM_URL": "https://crm.example.com", "MISSIVE_SECRET": "s3cr3t!"})
+    assert loaded.config.destinations["crm"].url == "https://crm.example.com/notes"
+    assert loaded.config.sources["missive"].secrets[0].get_secret_value() == "s3cr3t!"
+    assert "s3cr3t!" not in repr(loaded.config)
+    assert loaded.masker.text("sig s3cr3t! and tok-default") == "sig *** and ***"
+
+
+def test_missing_variable_without_default_is_named(write_config: Callable[[str], Path]) -> None:
+    problems = problems_of(write_config, VALID.replace("${CRM_URL:-http://crm.invalid}", "${CRM_URL}"))
+    assert len(problems) == 1
+    assert "line 10: destinations.crm.url: environment variable CRM_URL is not set" in problems[0]
+    assert "${CRM_URL:-value}" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param("- to: slack", "- to: slak", "line 20: routes[0].send[0].to: unknown destination 'slak'; "
+                     "did you mean 'slack'?", id="unknown-destination"),
+        pytest.param("    rate_limit: 1/s", "    rate_limit: 1/s\n    timout: 3s",
+                     "destinations.slack.timout: unknown key 'timout'; did you mean 'timeout'?", id="unknown-key"),
+        pytest.param("timeout: 500ms", "timeout: soon",
+                     "line 12: destinations.crm.timeout: 'soon' is not a duration", id="bad-duration"),
+        pytest.param("type: slack", "type: slackk", "destinations.slack.type: Input should be 'http', 'slack'",
+                     id="bad-type"),
+        pytest.param("path: $.rule.type", "path: $.rule[", "routes[0].when.all[0].path", id="bad-jsonpath"),
+        pytest.param("matches: '@example\\\\.com$'", "matches: '(['",
+                     "routes[0].when.all[1].not.matches", id="bad-regex"),
+        pytest.param('"{{ message.subject }}"', '"{{ message.subject }"', "routes[0].send[0].body.text",
+                     id="jinja-syntax"),
+        pytest.param("in: [incoming_email]", "in: [incoming_email], equals: x",
+                     "needs exactly one operator (found: equals, in)", id="two-operators"),
+        pytest.param("retry: {attempts: 3,", "retry: {attempts: 0,", "destinations.crm.retry.attempts", id="range"),
+        pytest.param("  - to: crm\n", "  - to: crm\n    tempalte: x\n", "did you mean 'template'?",
+                     id="unknown-send-key"),
+    ],
+)
+def test_each_problem_names_path_line_and_fix(
+    write_config: Callable[[str], Path], old: str, new: str, expected: str
+) -> None:
+    assert old in VALID
+    problems = problems_of(write_config, VALID.replace(old, new, 1))
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_every_problem_is_reported_at_once(write_config: Callable[[str], Path]) -> None:
+    broken = (
+        VALID.replace("- to: slack", "- to: slak").replace("- to: crm", "- to: crn")
+        + "  - name: vip\n    source: misive\n    send: [{to: crm}]\n"
+    )
+    problems = problems_of(write_config, broken)
+    assert any("unknown destination 'slak'" in problem for problem in problems)
+    assert any("unknown destination 'crn'" in problem for problem in problems)
+    assert any("route name 'vip' is used twice" in problem for problem in problems)
+    assert any("unknown source 'misive'; did you mean 'missive'?" in problem for problem in problems)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("sources: {a: {}}\nsources: {b: {}}\n", "key 'sources' appears twice", id="duplicate-key"),
+        pytest.param("sources: [\n", "not valid YAML", id="yaml-syntax"),
+        pytest.param("- just a list\n", "must be a mapping", id="not-a-mapping"),
+        pytest.param("destinations: {}\n", "'sources' is required here", id="no-sources"),
+        pytest.param("sources: {a: {}, b: {}}\nroutes: [{name: r, send: [{to: x}]}]\n",
+                     "'source' is required when there are several sources", id="ambiguous-source"),
+        pytest.param("sources: {a: {path: /healthz}}\n", "already used by the gateway itself", id="reserved-path"),
+        pytest.param("sources: {a: {}}\ndestinations: {d: {type: http}}\n", "destinations.d: 'url' is required",
+                     id="url-required"),
+        pytest.param("sources: {a: {}}\nstorage: {backend: redis}\n", "backend 'redis' needs 'url'", id="redis-url"),
+    ],
+)
+def test_structural_problems(write_config: Callable[[str], Path], text: str, expected: str) -> None:
+    problems = problems_of(write_config, text)
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_missing_file_is_one_clear_problem(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "nope.yaml")
+    assert "cannot read the file" in caught.value.render()
+    assert str(tmp_path / "nope.yaml") in caught.value.render()
+
+
+def test_example_config_is_valid() -> None:
+    loaded = load_config(Path(__file__).resolve().parents[1] / "config.example.yaml", environ={})
+    assert {route.name for route in loaded.routes} == {"vip-mail-to-slack", "incoming-mail-to-crm"}
