@@ -1,0 +1,122 @@
+"""What an answer means for a delivery: delivered, retry later, or dead.
+
+Plain rules: 2xx is delivered; 408, 425, 429, 5xx, timeouts and connection errors are
+retried; anything else is dead. Presets know better where a service says more:
+Slack's Web API reports errors in a 200, Discord puts its wait in the body, legacy
+Teams connectors answer 200 with the failure in the text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gateway.deliver import Response, TransportFailure
+from gateway.retry import parse_retry_after
+from gateway.schema import DestinationType
+
+OutcomeKind = Literal["delivered", "retry", "dead"]
+
+RETRY_STATUSES = frozenset({408, 425, 429})
+# Slack Web API errors worth another try; every other `ok: false` error (invalid_token, channel_not_found,
+# not_in_channel, is_archived, invalid_auth, token_revoked...) needs a person to fix something.
+SLACK_TRANSIENT_ERRORS = frozenset(
+    {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+REASON_BODY_CHARS = 200
+_TEAMS_FAILURE = re.compile(r"delivery failed.*?HTTP error (\d{3})", re.IGNORECASE | re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The verdict on one attempt; `retry_after_s` is the service's own hint, when it gave one."""
+
+    kind: OutcomeKind
+    reason: str
+    retry_after_s: float | None = None
+
+
+def classify(dest_type: DestinationType, result: Response | TransportFailure, now_ms: int) -> Outcome:
+    """The outcome of one attempt at a destination of type `dest_type`; `now_ms` dates Retry-After."""
+    if isinstance(result, TransportFailure):
+        return Outcome("dead" if result.kind == "invalid" else "retry", f"{result.kind}: {result.message}")
+    preset = _PRESETS.get(dest_type)
+    return (preset(result, now_ms) if preset else None) or by_status(result, now_ms)
+
+
+def by_status(response: Response, now_ms: int) -> Outcome:
+    """The plain HTTP rules, shared by every destination type."""
+    status = response.status
+    reason = _reason(response)
+    if 200 <= status < 300:
+        return Outcome("delivered", reason)
+    if status in RETRY_STATUSES or 500 <= status < 600:
+        return Outcome("retry", reason, _retry_after_header(response, now_ms))
+    if 300 <= status < 400:
+        return Outcome("dead", f"{reason}; redirects are not followed, point the destination at the final URL")
+    return Outcome("dead", reason)
+
+
+def _slack(response: Response, now_ms: int) -> Outcome | None:
+    """chat.postMessage answers 200 `{"ok": false, "error": ...}` on failure; webhooks answer `ok` as text."""
+    document = _json_object(response.body) if 200 <= response.status < 300 else None
+    if document is None or document.get("ok") is not False:
+        return None
+    error = str(document.get("error", "unknown_error"))
+    reason = f"HTTP {response.status}: slack error {error}"
+    if error in SLACK_TRANSIENT_ERRORS:
+        return Outcome("retry", reason, _retry_after_header(response, now_ms))
+    return Outcome("dead", reason)
+
+
+def _discord(response: Response, now_ms: int) -> Outcome | None:
+    """A 429 carries `{"retry_after": <seconds, float>}` in its body, more precise than the header."""
+    if response.status != 429:
+        return None
+    document = _json_object(response.body) or {}
+    hint = document.get("retry_after")
+    if isinstance(hint, int | float) and not isinstance(hint, bool) and hint >= 0:
+        return Outcome("retry", _reason(response), float(hint))
+    return None
+
+
+def _teams(response: Response, now_ms: int) -> Outcome | None:
+    """Legacy connectors answer 200 'Webhook message delivery failed ... HTTP error 429 ...'."""
+    match = _TEAMS_FAILURE.search(response.body) if 200 <= response.status < 300 else None
+    if match is None:
+        return None
+    outcome = by_status(Response(int(match.group(1)), response.headers, response.body, response.elapsed_ms), now_ms)
+    return Outcome(outcome.kind, f"HTTP {response.status}: {_first_line(response.body)}", outcome.retry_after_s)
+
+
+_PRESETS: dict[str, Callable[[Response, int], Outcome | None]] = {
+    "slack": _slack,
+    "discord": _discord,
+    "teams": _teams,
+}
+
+
+def _retry_after_header(response: Response, now_ms: int) -> float | None:
+    value = response.headers.get("retry-after")
+    return parse_retry_after(value, now_ms) if value is not None else None
+
+
+def _json_object(body: str) -> dict[str, Any] | None:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _reason(response: Response) -> str:
+    text = _first_line(response.body)
+    return f"HTTP {response.status}: {text}" if text else f"HTTP {response.status}"
+
+
+def _first_line(body: str) -> str:
+    line = body.strip().split("\n", 1)[0].strip()
+    return line[:REASON_BODY_CHARS] + ("..." if len(line) > REASON_BODY_CHARS else "")

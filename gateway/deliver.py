@@ -1,0 +1,125 @@
+"""Sending one rendered request: the only module that touches aiohttp's client.
+
+Everything aiohttp can raise is translated here into a `TransportFailure`; above this
+module, code sees a `Response` or a `TransportFailure`, never an aiohttp exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import aiohttp
+
+from gateway import __version__
+from gateway.model import RenderedRequest
+from gateway.schema import SignConfig
+
+EXCERPT_BYTES = 2048
+# Reading a small answer to its end lets the connection be reused; a larger one is cut and its connection closed.
+DRAIN_LIMIT_BYTES = 64 * 1024
+MAX_CONNECTIONS = 256
+
+FailureKind = Literal["timeout", "connection", "invalid"]
+
+
+@dataclass(frozen=True)
+class Response:
+    """An answer: status, headers (names lower-cased), the start of the body as text."""
+
+    status: int
+    headers: dict[str, str]
+    body: str
+    elapsed_ms: float
+
+
+@dataclass(frozen=True)
+class TransportFailure:
+    """No answer: `timeout`, `connection` (refused, reset, cut off) or `invalid` (the request cannot be sent)."""
+
+    kind: FailureKind
+    message: str
+    elapsed_ms: float
+
+
+def make_session(max_connections: int = MAX_CONNECTIONS) -> aiohttp.ClientSession:
+    """The one client session the worker shares; per-destination concurrency is enforced by `gateway.limits`."""
+    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, ttl_dns_cache=300)
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),  # no cookies carried from one destination's answer to the next request
+        headers={"User-Agent": f"missive-gateway/{__version__}"},
+        trust_env=False,
+    )
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The outbound signature header value: `sha256=<hex HMAC-SHA256 of the body>`."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+async def send(
+    session: aiohttp.ClientSession, request: RenderedRequest, timeout_s: float, sign: SignConfig | None
+) -> Response | TransportFailure:
+    """Send `request` once and report what happened; never raises for network trouble."""
+    headers = dict(request.headers)
+    if sign is not None:
+        headers[sign.header] = signature(sign.secret.get_secret_value(), request.body)
+    started = time.perf_counter()
+    try:
+        async with session.request(
+            request.method,
+            request.url,
+            headers=headers,
+            data=request.body,
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            allow_redirects=False,
+        ) as answer:
+            body = await _read_excerpt(answer)
+            return Response(
+                status=answer.status,
+                headers={name.lower(): value for name, value in answer.headers.items()},
+                body=body.decode("utf-8", errors="replace"),
+                elapsed_ms=_elapsed_ms(started),
+            )
+    except (aiohttp.ClientError, OSError, ValueError) as exc:  # TimeoutError is an OSError
+        kind, message = _describe(exc, timeout_s)
+        return TransportFailure(kind=kind, message=message, elapsed_ms=_elapsed_ms(started))
+
+
+async def _read_excerpt(answer: aiohttp.ClientResponse) -> bytes:
+    excerpt = bytearray()
+    read = 0
+    async for chunk in answer.content.iter_any():
+        if len(excerpt) < EXCERPT_BYTES:
+            excerpt += chunk[: EXCERPT_BYTES - len(excerpt)]
+        read += len(chunk)
+        if read > DRAIN_LIMIT_BYTES:
+            break
+    return bytes(excerpt)
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _describe(exc: aiohttp.ClientError | OSError | ValueError, timeout_s: float) -> tuple[FailureKind, str]:
+    """A failure kind and a message that never includes the URL (it may carry credentials)."""
+    if isinstance(exc, TimeoutError):
+        return "timeout", f"no answer within {timeout_s:g} s"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "connection", f"cannot connect to {exc.host}:{exc.port}: {exc.strerror or type(exc).__name__}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "connection", "the server closed the connection without answering"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "connection", "the answer was cut off"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "connection", f"malformed answer: {exc.message}"
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        return "invalid", "the URL is not a valid http(s) URL"
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return "connection", f"connection failed: {type(exc).__name__}"
+    return "invalid", f"the request cannot be sent: {type(exc).__name__}"
