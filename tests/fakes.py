@@ -93,8 +93,12 @@ class FakeDestination:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._released.set()
+        self.release()
         await self._server.close()
+
+    def release(self) -> None:
+        """Let hung requests answer; from now on `hang` replies answer at once."""
+        self._released.set()
 
     def url(self, path: str = "/hook") -> str:
         return str(self._server.make_url(path))

@@ -1,0 +1,274 @@
+"""The delivery loop: claim due deliveries, send each, classify the answer, record the next state.
+
+Admission is per destination (`gateway.limits`), so a destination that is slow or down
+only ever holds its own slots; deliveries to the others keep flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+from aiohttp import ClientSession
+
+from gateway.classify import Outcome, classify
+from gateway.clock import Clock, SystemClock
+from gateway.deliver import Response, TransportFailure, send
+from gateway.errors import StoreUnavailable
+from gateway.limits import Limits, LocalLimits
+from gateway.model import Attempt, AttemptResult, Delivery, DeliveryStatus
+from gateway.retry import next_delay_s
+from gateway.schema import DestinationConfig
+from gateway.store.base import Store
+
+logger = logging.getLogger("gateway.worker")
+
+# Time allowed, beyond the destination's timeout, to record an outcome before the lease runs out.
+LEASE_MARGIN_S = 30.0
+# Deliveries to destinations no longer in the config are claimed this many at a time, to be dead-lettered.
+ORPHAN_BATCH = 100
+ORPHAN_SCAN_INTERVAL_MS = 60_000
+
+OnAttempt = Callable[[Delivery, AttemptResult], None]
+
+
+class Worker:
+    """Delivers what the store holds. `run()` serves until `stop()`; `drain()` is burst mode for tests."""
+
+    def __init__(
+        self,
+        store: Store,
+        destinations: Mapping[str, DestinationConfig],
+        session: ClientSession,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        poll_interval_s: float = 0.5,
+        limits: Limits | None = None,
+        on_attempt: OnAttempt | None = None,
+    ) -> None:
+        self._store = store
+        self._destinations = destinations
+        self._session = session
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._poll_interval_s = poll_interval_s
+        self._limits = limits or LocalLimits(destinations)
+        self._on_attempt = on_attempt
+        longest_timeout_s = max((config.timeout for config in destinations.values()), default=0.0)
+        self._lease_ms = round((longest_timeout_s + LEASE_MARGIN_S) * 1000)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._loop_exited: asyncio.Event | None = None
+        self._orphans: frozenset[str] = frozenset()
+        self._orphan_scan_due_ms = 0
+
+    @property
+    def lease_ms(self) -> int:
+        """How long a claimed delivery stays leased to this worker."""
+        return self._lease_ms
+
+    def wake(self) -> None:
+        """Look for due deliveries now (ingest calls this after storing new ones)."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Deliver until `stop()` is called. Waits in real time: with a FakeClock, use `drain()` instead."""
+        self._loop_exited = asyncio.Event()
+        try:
+            while not self._stopping:
+                self._wakeup.clear()
+                try:
+                    await self._fill()
+                    wait_s = self._idle_s(await self._next_look_ms())
+                except StoreUnavailable as exc:
+                    logger.warning("store unavailable, trying again in %g s: %s", self._poll_interval_s, exc)
+                    wait_s = self._poll_interval_s
+                await self._sleep_or_wake(wait_s)
+        finally:
+            self._loop_exited.set()
+
+    async def drain(self) -> None:
+        """Deliver until nothing is pending and nothing is in flight, sleeping the clock through retry waits."""
+        while True:
+            await self._fill()
+            if self._tasks:
+                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            look_ms = await self._next_look_ms()
+            if look_ms is None:
+                return
+            if look_ms == 0:  # due, yet nothing was claimable: perhaps a destination removed from the config
+                self._orphan_scan_due_ms = 0
+            await self._clock.sleep(look_ms / 1000 if look_ms else self._poll_interval_s)
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop claiming; let attempts in flight finish within `grace_s`, then cancel the rest.
+
+        A cancelled attempt records nothing: its delivery stays pending and is claimed
+        again once its lease runs out.
+        """
+        self._stopping = True
+        self._wakeup.set()
+        if self._loop_exited is not None:
+            await self._loop_exited.wait()
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        if late:
+            logger.info("stopped with %d attempts cut short; they are retried once their lease runs out", len(late))
+
+    async def _fill(self) -> None:
+        """Claim what each destination may start now and start one task per delivery."""
+        now_ms = self._clock.now_ms()
+        if now_ms >= self._orphan_scan_due_ms:
+            await self._scan_orphans(now_ms)
+        capacity = {name: await self._limits.capacity(name, now_ms) for name in self._destinations}
+        capacity.update(dict.fromkeys(self._orphans, ORPHAN_BATCH))
+        claimed: list[Delivery] = []
+        try:
+            if any(capacity.values()):
+                claimed = await self._store.claim(capacity, now_ms, self._lease_ms)
+        finally:
+            started = Counter(delivery.destination for delivery in claimed)
+            for name in self._destinations:
+                await self._limits.started(name, started[name])
+        for delivery in claimed:
+            task = asyncio.create_task(self._attempt(delivery), name=f"delivery {delivery.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wakeup.set()
+
+    async def _scan_orphans(self, now_ms: int) -> None:
+        pending = (await self._store.stats()).by_destination
+        self._orphans = frozenset(name for name, count in pending.items() if count and name not in self._destinations)
+        self._orphan_scan_due_ms = now_ms + ORPHAN_SCAN_INTERVAL_MS
+
+    async def _next_look_ms(self) -> int | None:
+        """Milliseconds until something may be claimable: None if nothing is pending, 0 if it is due already."""
+        due_ms = await self._store.next_due_ms()
+        if due_ms is None:
+            return None
+        now_ms = self._clock.now_ms()
+        if due_ms > now_ms:
+            return due_ms - now_ms
+        ready = [await self._limits.next_ready_ms(name) for name in self._destinations]
+        return min((at_ms - now_ms for at_ms in ready if at_ms is not None and at_ms > now_ms), default=0)
+
+    def _idle_s(self, look_ms: int | None) -> float:
+        # 0 means due but held back by concurrency, which a finishing attempt ends with a wake-up.
+        return self._poll_interval_s if not look_ms else min(look_ms / 1000, self._poll_interval_s)
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        waiter = asyncio.ensure_future(self._wakeup.wait())
+        try:
+            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waiter.cancel()
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        config = self._destinations.get(delivery.destination)
+        try:
+            result = await self._try(delivery, config)
+            recorded = await self._store.finish(delivery, result)
+        except StoreUnavailable as exc:
+            logger.warning("delivery %s: outcome not recorded (%s); retried once its lease runs out", delivery.id, exc)
+            return
+        except Exception:
+            logger.exception("delivery %s: attempt failed unexpectedly; retried once its lease runs out", delivery.id)
+            return
+        finally:
+            if config is not None:
+                await self._limits.finished(delivery.destination)
+        _log(delivery, result, recorded, self._clock.now_ms())
+        if self._on_attempt is not None:
+            self._on_attempt(delivery, result)
+
+    async def _try(self, delivery: Delivery, config: DestinationConfig | None) -> AttemptResult:
+        started_at_ms = self._clock.now_ms()
+        if config is None:
+            reason = f"destination {delivery.destination!r} is not in the config; add it back and replay"
+            return _dead(delivery, started_at_ms, None, reason)
+        if delivery.request is None:
+            reason = "nothing to send: the request was never rendered; fix the template and replay with --rerender"
+            return _dead(delivery, started_at_ms, None, reason)
+        answer = await send(self._session, delivery.request, config.timeout, config.sign)
+        outcome = classify(config.type, answer, self._clock.now_ms())
+        return self._next_state(delivery, config, started_at_ms, answer, outcome)
+
+    def _next_state(
+        self,
+        delivery: Delivery,
+        config: DestinationConfig,
+        started_at_ms: int,
+        answer: Response | TransportFailure,
+        outcome: Outcome,
+    ) -> AttemptResult:
+        number = delivery.attempts + 1
+        if outcome.kind == "delivered":
+            return AttemptResult(_attempt_record(delivery, started_at_ms, answer, None), DeliveryStatus.DELIVERED)
+        if outcome.kind == "retry" and number < delivery.max_attempts:
+            delay_s = next_delay_s(number, config.retry, self._rng, outcome.retry_after_s)
+            attempt = _attempt_record(delivery, started_at_ms, answer, outcome.reason)
+            return AttemptResult(attempt, DeliveryStatus.PENDING, self._clock.now_ms() + round(delay_s * 1000))
+        reason = outcome.reason if outcome.kind == "dead" else f"{outcome.reason} (gave up after {number} attempts)"
+        return _dead(delivery, started_at_ms, answer, reason)
+
+
+def _attempt_record(
+    delivery: Delivery, started_at_ms: int, answer: Response | TransportFailure | None, error: str | None
+) -> Attempt:
+    response = answer if isinstance(answer, Response) else None
+    return Attempt(
+        delivery_id=delivery.id,
+        number=delivery.attempts + 1,
+        started_at_ms=started_at_ms,
+        elapsed_ms=answer.elapsed_ms if answer is not None else 0.0,
+        status_code=response.status if response is not None else None,
+        error=error,
+        response_excerpt=response.body if response is not None else None,
+    )
+
+
+def _dead(
+    delivery: Delivery, started_at_ms: int, answer: Response | TransportFailure | None, reason: str
+) -> AttemptResult:
+    return AttemptResult(_attempt_record(delivery, started_at_ms, answer, reason), DeliveryStatus.DEAD)
+
+
+def _log(delivery: Delivery, result: AttemptResult, recorded: bool, now_ms: int) -> None:
+    """One line per state change; never the URL (it may carry credentials) nor the body."""
+    attempt = result.attempt
+    fields = {
+        "delivery_id": delivery.id,
+        "event_id": delivery.event_id,
+        "route": delivery.route,
+        "destination": delivery.destination,
+        "attempt": attempt.number,
+        "max_attempts": delivery.max_attempts,
+        "status_code": attempt.status_code,
+        "elapsed_ms": round(attempt.elapsed_ms),
+        "outcome": result.status.value if recorded else "lease-lost",
+    }
+    line = (
+        f"delivery {delivery.id} {fields['outcome']}: route={delivery.route} destination={delivery.destination} "
+        f"attempt={attempt.number}/{delivery.max_attempts} status={attempt.status_code or '-'} "
+        f"elapsed_ms={fields['elapsed_ms']}"
+    )
+    if result.status is DeliveryStatus.PENDING and result.next_attempt_at_ms is not None:
+        line += f" retry_in_s={(result.next_attempt_at_ms - now_ms) / 1000:.1f}"
+    if attempt.error:
+        line += f" error={attempt.error}"
+    level = logging.WARNING if result.status is DeliveryStatus.DEAD or not recorded else logging.INFO
+    logger.log(level, line, extra=fields)

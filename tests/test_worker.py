@@ -1,0 +1,421 @@
+"""The delivery loop against a real SQLite store and real local HTTP servers."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.clock import Clock, FakeClock, SystemClock
+from gateway.deliver import make_session, signature
+from gateway.limits import LocalLimits
+from gateway.model import (
+    Attempt,
+    AttemptResult,
+    Delivery,
+    DeliveryStatus,
+    NewDelivery,
+    NewEvent,
+    RenderedRequest,
+)
+from gateway.schema import DestinationConfig
+from gateway.store.sqlite import SqliteStore
+from gateway.worker import Worker
+from tests.fakes import (
+    DROP,
+    HANG,
+    FakeDestination,
+    Reply,
+    discord_rate_limited,
+    json_reply,
+    refused_url,
+    retry_after,
+    slack_api_error,
+    slack_ok,
+)
+
+START_MS = 1_772_366_400_000
+SECRET_PATH = "/services/T000/B000/XXXXsecretXXXX"
+
+
+def destination(**fields: Any) -> DestinationConfig:
+    """A destination with quick retries (1 s base backoff) unless told otherwise."""
+    fields.setdefault("retry", {"attempts": 5, "backoff": "1s", "max_backoff": "60s"})
+    return DestinationConfig.model_validate({"url": "http://unused.invalid/", **fields})
+
+
+@dataclass
+class Rig:
+    """A SQLite store, a client session and a clock, with helpers to queue and inspect deliveries."""
+
+    store: SqliteStore
+    session: aiohttp.ClientSession
+    clock: Clock = field(default_factory=lambda: FakeClock(START_MS))
+    results: list[tuple[Delivery, AttemptResult]] = field(default_factory=list)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def worker(self, destinations: dict[str, DestinationConfig], **options: Any) -> Worker:
+        return Worker(
+            self.store, destinations, self.session, clock=self.clock, rng=random.Random(1), on_attempt=self._record,
+            **options,
+        )
+
+    async def enqueue(self, dest: str, url: str, count: int = 1, max_attempts: int = 5, route: str = "r") -> list[str]:
+        ids = []
+        for n in range(count):
+            event_id = uuid.uuid4().hex
+            delivery = NewDelivery(
+                id=uuid.uuid4().hex,
+                route=route,
+                destination=dest,
+                max_attempts=max_attempts,
+                request=RenderedRequest("POST", url, {"Content-Type": "application/json"}, b'{"n": %d}' % n),
+            )
+            event = NewEvent(event_id, "missive", self.clock.now_ms(), b"{}", dedupe_key=event_id)
+            await self.store.ingest(event, [delivery], dedupe_window_ms=0)
+            ids.append(delivery.id)
+        return ids
+
+    async def delivery(self, delivery_id: str) -> Delivery:
+        found = await self.store.get_delivery(delivery_id)
+        assert found is not None
+        return found
+
+    async def attempts(self, delivery_id: str) -> list[Attempt]:
+        return await self.store.list_attempts(delivery_id)
+
+    async def wait_until(self, condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+        """Wait (real time) until `condition` holds after some attempt has been recorded."""
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
+
+    def finished(self, status: DeliveryStatus, dest: str | None = None) -> int:
+        return sum(1 for d, r in self.results if r.status is status and dest in (None, d.destination))
+
+    def _record(self, delivery: Delivery, result: AttemptResult) -> None:
+        self.results.append((delivery, result))
+        self._changed.set()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    store = SqliteStore(tmp_path / "gateway.db")
+    await store.open()
+    try:
+        async with make_session() as session:
+            yield Rig(store, session)
+    finally:
+        await store.close()
+
+
+def gaps_ms(starts_ms: list[int]) -> list[int]:
+    return [later - earlier for earlier, later in itertools.pairwise(starts_ms)]
+
+
+def starts_ms(attempts: list[Attempt]) -> list[int]:
+    return [attempt.started_at_ms for attempt in attempts]
+
+
+# --- outcomes and spacing, one destination ---------------------------------------------------------------------
+
+
+async def test_retries_until_delivered(rig: Rig) -> None:
+    async with FakeDestination([500, 503, 200]) as fake:
+        [delivery_id] = await rig.enqueue("crm", fake.url())
+        await rig.worker({"crm": destination()}).drain()
+
+    assert len(fake.received) == 3
+    assert (await rig.delivery(delivery_id)).status is DeliveryStatus.DELIVERED
+    attempts = await rig.attempts(delivery_id)
+    assert [(a.number, a.status_code, a.error) for a in attempts] == [
+        (1, 500, "HTTP 500"),
+        (2, 503, "HTTP 503"),
+        (3, 200, None),
+    ]
+    # full jitter: each wait is under its doubling ceiling (1 s, then 2 s)
+    assert all(gap <= 1000 * 2**n for n, gap in enumerate(gaps_ms(starts_ms(attempts))))
+
+
+async def test_retry_after_is_honoured(rig: Rig) -> None:
+    async with FakeDestination([retry_after(2), 200]) as fake:
+        [delivery_id] = await rig.enqueue("missive", fake.url())
+        config = destination(type="missive", retry={"attempts": 3, "backoff": "1ms"})
+        await rig.worker({"missive": config}).drain()
+
+    attempts = await rig.attempts(delivery_id)
+    assert [a.status_code for a in attempts] == [429, 200]
+    assert gaps_ms(starts_ms(attempts))[0] >= 2000
+    assert len(fake.received) == 2
+
+
+async def test_discord_wait_comes_from_the_body(rig: Rig) -> None:
+    async with FakeDestination([discord_rate_limited(1.5), 204]) as fake:
+        [delivery_id] = await rig.enqueue("discord", fake.url())
+        await rig.worker({"discord": destination(type="discord", retry={"backoff": "1ms"})}).drain()
+
+    attempts = await rig.attempts(delivery_id)
+    assert [a.status_code for a in attempts] == [429, 204]
+    assert gaps_ms(starts_ms(attempts))[0] >= 1500
+    assert (await rig.delivery(delivery_id)).status is DeliveryStatus.DELIVERED
+
+
+async def test_slack_ok_false_is_a_dead_letter_at_once(rig: Rig) -> None:
+    async with FakeDestination([slack_api_error("channel_not_found")]) as fake:
+        [delivery_id] = await rig.enqueue("slack", fake.url())
+        await rig.worker({"slack": destination(type="slack")}).drain()
+
+    delivery = await rig.delivery(delivery_id)
+    assert (delivery.status, delivery.attempts) == (DeliveryStatus.DEAD, 1)
+    assert delivery.last_error == "HTTP 200: slack error channel_not_found"
+    assert len(fake.received) == 1
+
+
+async def test_slack_ratelimited_is_retried_after_its_hint(rig: Rig) -> None:
+    limited = json_reply(200, {"ok": False, "error": "ratelimited"}, {"Retry-After": "3"})
+    async with FakeDestination([limited, slack_ok()]) as fake:
+        [delivery_id] = await rig.enqueue("slack", fake.url())
+        await rig.worker({"slack": destination(type="slack", retry={"backoff": "1ms"})}).drain()
+
+    attempts = await rig.attempts(delivery_id)
+    assert [a.error for a in attempts] == ["HTTP 200: slack error ratelimited", None]
+    assert gaps_ms(starts_ms(attempts))[0] >= 3000
+    assert (await rig.delivery(delivery_id)).status is DeliveryStatus.DELIVERED
+
+
+async def test_a_permanent_error_is_not_retried(rig: Rig) -> None:
+    async with FakeDestination([Reply(400, '{"message": "bad property"}')]) as fake:
+        [delivery_id] = await rig.enqueue("crm", fake.url())
+        await rig.worker({"crm": destination()}).drain()
+
+    delivery = await rig.delivery(delivery_id)
+    assert (delivery.status, delivery.attempts) == (DeliveryStatus.DEAD, 1)
+    assert delivery.last_error == 'HTTP 400: {"message": "bad property"}'
+    assert [a.response_excerpt for a in await rig.attempts(delivery_id)] == ['{"message": "bad property"}']
+    assert len(fake.received) == 1
+
+
+async def test_gives_up_after_max_attempts_with_capped_waits(rig: Rig) -> None:
+    async with FakeDestination([503]) as fake:
+        [delivery_id] = await rig.enqueue("crm", fake.url(), max_attempts=4)
+        config = destination(retry={"attempts": 4, "backoff": "100s", "max_backoff": "5s"})
+        await rig.worker({"crm": config}).drain()
+
+    delivery = await rig.delivery(delivery_id)
+    assert (delivery.status, delivery.attempts) == (DeliveryStatus.DEAD, 4)
+    assert delivery.last_error == "HTTP 503 (gave up after 4 attempts)"
+    assert len(fake.received) == 4
+    assert all(0 <= gap <= 5000 for gap in gaps_ms(starts_ms(await rig.attempts(delivery_id))))
+
+
+async def test_a_hanging_destination_times_out_and_is_retried(rig: Rig) -> None:
+    async with FakeDestination([HANG, 200]) as fake:
+        [delivery_id] = await rig.enqueue("crm", fake.url())
+        await rig.worker({"crm": destination(timeout="200ms")}).drain()
+
+    attempts = await rig.attempts(delivery_id)
+    assert [(a.status_code, a.error) for a in attempts] == [(None, "timeout: no answer within 0.2 s"), (200, None)]
+    assert (await rig.delivery(delivery_id)).status is DeliveryStatus.DELIVERED
+    assert len(fake.received) == 2
+
+
+async def test_a_dropped_connection_is_retried(rig: Rig) -> None:
+    async with FakeDestination([DROP, 200]) as fake:
+        [delivery_id] = await rig.enqueue("crm", fake.url())
+        await rig.worker({"crm": destination()}).drain()
+
+    attempts = await rig.attempts(delivery_id)
+    assert attempts[0].error == "connection: the server closed the connection without answering"
+    assert (await rig.delivery(delivery_id)).status is DeliveryStatus.DELIVERED
+    assert len(fake.received) == 2
+
+
+async def test_a_refused_connection_ends_as_a_dead_letter(rig: Rig) -> None:
+    [delivery_id] = await rig.enqueue("crm", refused_url(), max_attempts=2)
+    await rig.worker({"crm": destination()}).drain()
+
+    delivery = await rig.delivery(delivery_id)
+    assert (delivery.status, delivery.attempts) == (DeliveryStatus.DEAD, 2)
+    assert delivery.last_error is not None
+    assert delivery.last_error.startswith("connection: cannot connect to 127.0.0.1:")
+    assert delivery.last_error.endswith("(gave up after 2 attempts)")
+
+
+async def test_a_destination_gone_from_the_config_is_a_dead_letter(rig: Rig) -> None:
+    async with FakeDestination([200]) as fake:
+        [delivery_id] = await rig.enqueue("gone", fake.url())
+        await rig.worker({"crm": destination()}).drain()
+
+    delivery = await rig.delivery(delivery_id)
+    assert (delivery.status, delivery.attempts) == (DeliveryStatus.DEAD, 1)
+    assert delivery.last_error == "destination 'gone' is not in the config; add it back and replay"
+    assert fake.received == []
+
+
+async def test_outgoing_bodies_are_signed(rig: Rig) -> None:
+    async with FakeDestination([200]) as fake:
+        await rig.enqueue("crm", fake.url())
+        config = destination(sign={"secret": "outbound-key", "header": "X-Gateway-Signature"})
+        await rig.worker({"crm": config}).drain()
+
+    [received] = fake.received
+    assert received.headers["X-Gateway-Signature"] == signature("outbound-key", received.body)
+
+
+async def test_one_log_line_per_state_change_without_the_url(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.worker")
+    async with FakeDestination([500, 200]) as fake:
+        [delivery_id] = await rig.enqueue("crm", fake.url(SECRET_PATH), route="vip")
+        await rig.worker({"crm": destination()}).drain()
+
+    lines = [record.getMessage() for record in caplog.records if record.name == "gateway.worker"]
+    assert len(lines) == 2
+    assert lines[0].startswith(f"delivery {delivery_id} pending: route=vip destination=crm attempt=1/5 status=500 ")
+    assert "retry_in_s=" in lines[0] and "error=HTTP 500" in lines[0]
+    assert lines[1].startswith(f"delivery {delivery_id} delivered: route=vip destination=crm attempt=2/5 status=200 ")
+    assert all("elapsed_ms=" in line and "secret" not in line for line in lines)
+
+
+# --- several destinations, limits --------------------------------------------------------------------------------
+
+
+async def test_a_refusing_destination_does_not_hold_back_the_others(rig: Rig) -> None:
+    async with FakeDestination([200]) as healthy:
+        down_ids = await rig.enqueue("down", refused_url(), count=5, max_attempts=3)
+        up_ids = await rig.enqueue("up", healthy.url(), count=5)
+        await rig.worker({"down": destination(concurrency=1), "up": destination(concurrency=1)}).drain()
+
+    assert len(healthy.received) == 5
+    assert [(await rig.delivery(i)).status for i in up_ids] == [DeliveryStatus.DELIVERED] * 5
+    assert [(await rig.delivery(i)).attempts for i in down_ids] == [3] * 5
+    assert [(await rig.delivery(i)).status for i in down_ids] == [DeliveryStatus.DEAD] * 5
+
+
+async def test_a_hanging_destination_does_not_delay_the_others(rig: Rig) -> None:
+    async with FakeDestination([HANG]) as slow, FakeDestination([200]) as fast:
+        await rig.enqueue("slow", slow.url(), count=3)
+        await rig.enqueue("fast", fast.url(), count=10)
+        worker = rig.worker({"slow": destination(concurrency=2, timeout="60s"), "fast": destination()})
+        draining = asyncio.create_task(worker.drain())
+
+        await rig.wait_until(lambda: rig.finished(DeliveryStatus.DELIVERED, "fast") == 10)
+        assert (slow.in_flight, len(slow.received)) == (2, 2)  # the slow one still hangs, within its own slots
+        assert len(fast.received) == 10
+
+        slow.release()
+        await draining
+
+    assert rig.finished(DeliveryStatus.DELIVERED, "slow") == 3
+
+
+async def test_concurrency_limit_is_respected(rig: Rig) -> None:
+    async with FakeDestination([Reply(200, delay_s=0.2)]) as fake:
+        await rig.enqueue("crm", fake.url(), count=6)
+        await rig.worker({"crm": destination(concurrency=2)}).drain()
+
+    assert fake.max_in_flight == 2
+    assert rig.finished(DeliveryStatus.DELIVERED) == 6
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "spacing_ms"),
+    [
+        pytest.param("1/s", 1, 1000, id="one-per-second"),
+        pytest.param("120/m", 2, 500, id="two-per-second-burst-two"),
+    ],
+)
+async def test_rate_limit_is_respected(rig: Rig, rate: str, burst: int, spacing_ms: int) -> None:
+    async with FakeDestination([200]) as fake:
+        ids = await rig.enqueue("slack", fake.url(), count=6)
+        await rig.worker({"slack": destination(rate_limit=rate, concurrency=10)}).drain()
+
+    starts = sorted([(await rig.attempts(i))[0].started_at_ms for i in ids])
+    assert starts[:burst] == [START_MS] * burst
+    assert all(gap >= spacing_ms for gap in gaps_ms(starts[burst - 1 :]))
+    assert len(fake.received) == 6
+
+
+async def test_local_limits_combine_concurrency_and_rate() -> None:
+    limits = LocalLimits({"d": destination(concurrency=2, rate_limit="1/s")})
+
+    assert await limits.capacity("d", START_MS) == 1  # the bucket holds one token
+    await limits.started("d", 1)
+    assert await limits.capacity("d", START_MS) == 0
+    assert await limits.next_ready_ms("d") == START_MS + 1000
+    await limits.started("d", 0)
+    assert await limits.capacity("d", START_MS + 1000) == 1
+    await limits.started("d", 1)
+    assert await limits.capacity("d", START_MS + 5000) == 0  # two in flight: the concurrency is full
+    await limits.started("d", 0)
+    await limits.finished("d")
+    assert await limits.capacity("d", START_MS + 5000) == 1
+    assert await limits.capacity("unknown", START_MS) == 0
+
+
+# --- the serving loop: wake-ups and graceful stop ----------------------------------------------------------------
+
+
+async def test_wake_sends_new_deliveries_at_once(rig: Rig) -> None:
+    rig.clock = SystemClock()
+    async with FakeDestination([200]) as fake:
+        await rig.enqueue("crm", fake.url())
+        worker = rig.worker({"crm": destination()}, poll_interval_s=3600)
+        running = asyncio.create_task(worker.run())
+        await rig.wait_until(lambda: rig.finished(DeliveryStatus.DELIVERED) == 1)
+        await asyncio.sleep(0.05)  # let the loop settle into its hour-long wait
+
+        await rig.enqueue("crm", fake.url())
+        worker.wake()
+        await rig.wait_until(lambda: rig.finished(DeliveryStatus.DELIVERED) == 2)
+
+        await worker.stop(grace_s=1)
+        await running
+    assert len(fake.received) == 2
+
+
+async def test_stop_cancels_late_attempts_and_leaves_them_pending(rig: Rig) -> None:
+    rig.clock = SystemClock()
+    async with FakeDestination([HANG]) as slow, FakeDestination([200]) as fast:
+        [slow_id] = await rig.enqueue("slow", slow.url())
+        [fast_id] = await rig.enqueue("fast", fast.url())
+        worker = rig.worker({"slow": destination(timeout="60s"), "fast": destination()})
+        running = asyncio.create_task(worker.run())
+        await slow.wait_for_requests(1)
+        await rig.wait_until(lambda: rig.finished(DeliveryStatus.DELIVERED) == 1)
+
+        await worker.stop(grace_s=0.1)
+        assert running.done()
+
+    assert (await rig.delivery(fast_id)).status is DeliveryStatus.DELIVERED
+    stranded = await rig.delivery(slow_id)
+    assert (stranded.status, stranded.attempts) == (DeliveryStatus.PENDING, 0)
+    assert await rig.attempts(slow_id) == []
+    now_ms = rig.clock.now_ms()
+    assert await rig.store.claim({"slow": 1}, now_ms, 1000) == []  # still leased to the stopped worker
+    reclaimed = await rig.store.claim({"slow": 1}, now_ms + worker.lease_ms + 1, 1000)
+    assert [d.id for d in reclaimed] == [slow_id]
+
+
+async def test_stop_lets_attempts_in_flight_finish_within_the_grace(rig: Rig) -> None:
+    rig.clock = SystemClock()
+    async with FakeDestination([Reply(200, delay_s=0.3)]) as fake:
+        [delivery_id] = await rig.enqueue("crm", fake.url())
+        worker = rig.worker({"crm": destination()})
+        running = asyncio.create_task(worker.run())
+        await fake.wait_for_requests(1)
+
+        await worker.stop(grace_s=30)
+        await running
+
+    assert (await rig.delivery(delivery_id)).status is DeliveryStatus.DELIVERED
+    assert len(await rig.attempts(delivery_id)) == 1
