@@ -62,6 +62,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._stopping = False
+        self._store_down = False
         self._loop_exited: asyncio.Event | None = None
         self._orphans: frozenset[str] = frozenset()
         self._orphan_scan_due_ms = 0
@@ -81,13 +82,7 @@ class Worker:
         try:
             while not self._stopping:
                 self._wakeup.clear()
-                try:
-                    await self._fill()
-                    wait_s = self._idle_s(await self._next_look_ms())
-                except StoreUnavailable as exc:
-                    logger.warning("store unavailable, trying again in %g s: %s", self._poll_interval_s, exc)
-                    wait_s = self._poll_interval_s
-                await self._sleep_or_wake(wait_s)
+                await self._sleep_or_wake(await self._serve_once())
         finally:
             self._loop_exited.set()
 
@@ -123,6 +118,21 @@ class Worker:
         await asyncio.gather(*late, return_exceptions=True)
         if late:
             logger.info("stopped with %d attempts cut short; they are retried once their lease runs out", len(late))
+
+    async def _serve_once(self) -> float:
+        """One round of the serving loop; returns how long to wait before the next one."""
+        try:
+            await self._fill()
+            look_ms = await self._next_look_ms()
+        except StoreUnavailable as exc:
+            if not self._store_down:
+                logger.warning("store unavailable, trying again every %g s: %s", self._poll_interval_s, exc)
+            self._store_down = True
+            return self._poll_interval_s
+        if self._store_down:
+            logger.info("store available again")
+            self._store_down = False
+        return self._idle_s(look_ms)
 
     async def _fill(self) -> None:
         """Claim what each destination may start now and start one task per delivery."""

@@ -419,3 +419,42 @@ async def test_stop_lets_attempts_in_flight_finish_within_the_grace(rig: Rig) ->
 
     assert (await rig.delivery(delivery_id)).status is DeliveryStatus.DELIVERED
     assert len(await rig.attempts(delivery_id)) == 1
+
+
+class LogSeen(logging.Handler):
+    """Sets `seen` once a record containing `text` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+async def test_the_loop_outlives_a_store_outage(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.worker")
+    rig.clock = SystemClock()
+    outage = LogSeen("store unavailable")
+    logging.getLogger("gateway.worker").addHandler(outage)
+    try:
+        async with FakeDestination([200]) as fake:
+            worker = rig.worker({"crm": destination()}, poll_interval_s=0.05)
+            running = asyncio.create_task(worker.run())
+            await rig.store.close()
+            await asyncio.wait_for(outage.seen.wait(), timeout=10)
+            await asyncio.sleep(0.2)  # several polls while the store is down
+
+            await rig.store.open()
+            await rig.enqueue("crm", fake.url())
+            await rig.wait_until(lambda: rig.finished(DeliveryStatus.DELIVERED) == 1)
+            await worker.stop(grace_s=1)
+            await running
+    finally:
+        logging.getLogger("gateway.worker").removeHandler(outage)
+    assert len(fake.received) == 1
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("store unavailable" in message for message in messages) == 1  # one warning per outage, not per poll
+    assert "store available again" in messages
