@@ -1,0 +1,473 @@
+"""Route conditions: compiled once at config load, evaluated on every webhook.
+
+A path that finds several values holds when any of them does; a path that finds nothing
+fails every operator but `exists: false`. Values of different types never compare, and
+`true` is not `1`. Common paths (`$.a.b`, `['a']`, `[0]`, `[*]`, `.*`) are walked directly;
+anything else (filters, slices, `..`) is left to jsonpath-ng.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import operator
+import re
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from jsonpath_ng import Child, Fields, Index, JSONPath, Root, Wildcard
+from jsonpath_ng.ext.parser import parse as parse_jsonpath
+
+from gateway.errors import ConfigProblem
+from gateway.schema import Condition
+
+Getter = Callable[[Any], list[Any]]
+Test = Callable[[Any], bool]
+Step = Callable[[list[Any]], list[Any]]
+
+_SHOWN_CHARS = 80
+_SHOWN_VALUES = 5
+_MISSING = object()
+_PARSE_ERROR = re.compile(r"Parse error at (\d+):(\d+) near token (.*) \(.+\)$")
+_LEX_ERROR = re.compile(r"Error on line (\d+), col (\d+).*Unexpected character: (.)", re.DOTALL)
+
+
+# --- paths -------------------------------------------------------------------------------
+
+
+def compile_path(expr: str) -> Getter:
+    """A function returning the values `expr` finds in a document.
+
+    Raises ValueError with a one-line message when `expr` is not a JSONPath starting at `$`.
+    """
+    text = expr.strip()
+    if not text:
+        raise ValueError("the JSONPath is empty")
+    if not text.startswith("$"):
+        raise ValueError(f"JSONPath {expr!r} does not start with '$'")
+    parsed = _parse(expr)
+    return _fast_getter(parsed) or _jsonpath_getter(parsed)
+
+
+def _parse(expr: str) -> JSONPath:
+    with warnings.catch_warnings():
+        # Syntax jsonpath-ng deprecates is refused now rather than broken by an upgrade.
+        warnings.simplefilter("error")
+        try:
+            return parse_jsonpath(expr)
+        except Warning as warning:
+            raise ValueError(f"JSONPath {expr!r} uses deprecated syntax: {_one_line(str(warning))}") from None
+        except Exception as exc:  # jsonpath-ng and its lexer raise several unrelated types
+            raise ValueError(f"invalid JSONPath {expr!r}: {_parse_failure(exc, expr)}") from None
+
+
+def _parse_failure(exc: Exception, expr: str) -> str:
+    text = str(exc)
+    if found := _PARSE_ERROR.match(text):
+        return f"unexpected {found.group(3)!r} {_position(expr, int(found.group(1)), int(found.group(2)))}"
+    if found := _LEX_ERROR.match(text):
+        return f"unexpected character {found.group(3)!r} {_position(expr, int(found.group(1)), int(found.group(2)))}"
+    if text.startswith("Parse error near the end"):
+        return "it ends too early (an unclosed bracket, or a trailing '.'?)"
+    if text.startswith("Unexpected EOF in string"):
+        return "a quote is not closed"
+    return _clip(_one_line(text) or type(exc).__name__)
+
+
+def _position(expr: str, line: int, column: int) -> str:
+    if line != 1:
+        return f"on line {line}"
+    return f"after {expr[:column]!r}" if column else "at the start"
+
+
+def _fast_getter(parsed: JSONPath) -> Getter | None:
+    """A direct walk for `$` followed by fields, indices and wildcards; None for anything else."""
+    segments: list[JSONPath] = []
+    node = parsed
+    while type(node) is Child:
+        segments.insert(0, node.right)
+        node = node.left
+    steps = [_step(segment) for segment in segments]
+    if type(node) is not Root or None in steps:
+        return None
+    names: list[str] = []
+    for segment in segments:
+        if type(segment) is not Fields or len(segment.fields) != 1:
+            break
+        names.append(segment.fields[0])
+    prefix = _field_chain(tuple(names))
+    rest = tuple(step for step in steps[len(names) :] if step is not None)
+    return _step_chain(prefix, rest) if rest else prefix
+
+
+def _step(segment: JSONPath) -> Step | None:
+    if type(segment) is Fields:
+        return _fields_step(tuple(segment.fields))
+    if type(segment) is Index:
+        return _index_step(tuple(segment.indices))
+    if type(segment) is Wildcard:
+        return _wildcard_step
+    return None
+
+
+def _field_chain(names: tuple[str, ...]) -> Getter:
+    def get(doc: Any) -> list[Any]:
+        for name in names:
+            if not isinstance(doc, dict):
+                return []
+            doc = doc.get(name, _MISSING)
+            if doc is _MISSING:
+                return []
+        return [doc]
+
+    return get
+
+
+def _step_chain(prefix: Getter, steps: tuple[Step, ...]) -> Getter:
+    def get(doc: Any) -> list[Any]:
+        values = prefix(doc)
+        for step in steps:
+            if not values:
+                break
+            values = step(values)
+        return values
+
+    return get
+
+
+def _fields_step(names: tuple[str, ...]) -> Step:
+    def step(values: list[Any]) -> list[Any]:
+        return [value[name] for value in values if isinstance(value, dict) for name in names if name in value]
+
+    return step
+
+
+def _index_step(indices: tuple[int, ...]) -> Step:
+    def step(values: list[Any]) -> list[Any]:
+        return [
+            value[index]
+            for value in values
+            if isinstance(value, (list, tuple))
+            for index in indices
+            if -len(value) <= index < len(value)
+        ]
+
+    return step
+
+
+def _wildcard_step(values: list[Any]) -> list[Any]:
+    found: list[Any] = []
+    for value in values:
+        if isinstance(value, (list, tuple)):
+            found.extend(value)
+        elif isinstance(value, dict):
+            found.extend(value.values())
+    return found
+
+
+def _jsonpath_getter(parsed: JSONPath) -> Getter:
+    def get(doc: Any) -> list[Any]:
+        try:
+            return [match.value for match in parsed.find(doc)]
+        except Exception:  # e.g. a sort or string function meeting a value of another type
+            return []
+
+    return get
+
+
+# --- values ------------------------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _json_equal(left: Any, right: Any) -> bool:
+    """Equality of JSON values: numbers compare numerically, booleans only with booleans."""
+    if isinstance(left, bool) or isinstance(right, bool):
+        return left is right
+    if _is_number(left) and _is_number(right):
+        return bool(left == right)
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(map(_json_equal, left, right))
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(_json_equal(value, right[key]) for key, value in left.items())
+    return type(left) is type(right) and bool(left == right)
+
+
+def _show(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        text = {None: "null", True: "true", False: "false"}[value]
+    elif isinstance(value, str) and value.isprintable() and not ("'" in value and '"' in value):
+        quote = '"' if "'" in value else "'"
+        text = f"{quote}{value}{quote}"
+    else:
+        text = repr(value)
+    return _clip(text)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --- operators ---------------------------------------------------------------------------
+
+
+def _equals(operand: Any) -> Test:
+    if isinstance(operand, str):
+        return lambda value: bool(value == operand)
+    return lambda value: _json_equal(value, operand)
+
+
+def _in(operand: Any) -> Test:
+    if not isinstance(operand, list):
+        raise ValueError(f"'in' needs a list of values, got {_show(operand)}")
+    if all(isinstance(item, str) for item in operand):
+        strings = frozenset(operand)
+        return lambda value: isinstance(value, str) and value in strings
+    return lambda value: any(_json_equal(value, item) for item in operand)
+
+
+def _contains(operand: Any) -> Test:
+    def test(value: Any) -> bool:
+        if isinstance(value, str):
+            return isinstance(operand, str) and operand in value
+        return isinstance(value, list) and any(_json_equal(item, operand) for item in value)
+
+    return test
+
+
+def _matches(operand: Any) -> Test:
+    if not isinstance(operand, str):
+        raise ValueError(f"'matches' needs a regular expression, got {_show(operand)}")
+    try:
+        search = re.compile(operand).search
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {_show(operand)}: {exc.msg} at position {exc.pos}") from None
+    return lambda value: isinstance(value, str) and search(value) is not None
+
+
+def _glob(operand: Any) -> Test:
+    if not isinstance(operand, str):
+        raise ValueError(f"'glob' needs a pattern such as '*@example.com', got {_show(operand)}")
+    match = re.compile(fnmatch.translate(operand)).match  # what fnmatch.fnmatchcase does per call
+    return lambda value: isinstance(value, str) and match(value) is not None
+
+
+def _ordered(compare: Callable[[Any, Any], bool], name: str) -> Callable[[Any], Test]:
+    def build(operand: Any) -> Test:
+        if isinstance(operand, str):
+            return lambda value: isinstance(value, str) and compare(value, operand)
+        if _is_number(operand):
+            return lambda value: _is_number(value) and compare(value, operand)
+        raise ValueError(f"'{name}' needs a number or a string, got {_show(operand)}")
+
+    return build
+
+
+_TESTS: dict[str, Callable[[Any], Test]] = {
+    "equals": _equals,
+    "in": _in,
+    "contains": _contains,
+    "matches": _matches,
+    "glob": _glob,
+    "gt": _ordered(operator.gt, "gt"),
+    "gte": _ordered(operator.ge, "gte"),
+    "lt": _ordered(operator.lt, "lt"),
+    "lte": _ordered(operator.le, "lte"),
+}
+
+
+# --- predicates --------------------------------------------------------------------------
+
+
+class Predicate(ABC):
+    """A compiled condition."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    def matches(self, doc: Any) -> bool:
+        """Whether the condition holds on `doc`."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """The condition as one line, e.g. `$.rule.type in ['label_change']`."""
+
+    def explain(self, doc: Any) -> str | None:
+        """None when the condition holds, else the first condition that failed and what it saw."""
+        return None if self.matches(doc) else f"{self.describe()} failed: {self._evidence(doc)}"
+
+    def _evidence(self, doc: Any) -> str:
+        """What the condition saw in `doc`, whether it holds or not (shown under a `not`)."""
+        return self.explain(doc) or "it holds"
+
+
+class _Leaf(Predicate):
+    __slots__ = ("_path", "_get", "_op", "_operand")
+
+    def __init__(self, path: str, get: Getter, op: str, operand: Any) -> None:
+        self._path, self._get, self._op, self._operand = path, get, op, operand
+
+    def describe(self) -> str:
+        return f"{self._path} {self._op} {_show(self._operand)}"
+
+    def _evidence(self, doc: Any) -> str:
+        values = self._get(doc)
+        if not values:
+            return "path yielded nothing"
+        shown = ", ".join(_show(value) for value in values[:_SHOWN_VALUES])
+        more = len(values) - _SHOWN_VALUES
+        return f"saw {shown} and {more} more" if more > 0 else f"saw {shown}"
+
+
+class _Test(_Leaf):
+    __slots__ = ("_test",)
+
+    def __init__(self, path: str, get: Getter, op: str, operand: Any, test: Test) -> None:
+        super().__init__(path, get, op, operand)
+        self._test = test
+
+    def matches(self, doc: Any) -> bool:
+        test = self._test
+        for value in self._get(doc):
+            if test(value):
+                return True
+        return False
+
+
+class _Exists(_Leaf):
+    __slots__ = ()
+
+    def matches(self, doc: Any) -> bool:
+        return bool(self._get(doc)) is self._operand
+
+
+class _Group(Predicate):
+    __slots__ = ("_children",)
+    _word = ""
+
+    def __init__(self, children: list[Predicate]) -> None:
+        self._children = tuple(children)
+
+    def describe(self) -> str:
+        return f"{self._word}({', '.join(child.describe() for child in self._children)})"
+
+
+class _All(_Group):
+    __slots__ = ()
+    _word = "all"
+
+    def matches(self, doc: Any) -> bool:
+        for child in self._children:
+            if not child.matches(doc):
+                return False
+        return True
+
+    def explain(self, doc: Any) -> str | None:
+        for child in self._children:
+            failure = child.explain(doc)
+            if failure is not None:
+                return failure
+        return None
+
+
+class _Any(_Group):
+    __slots__ = ()
+    _word = "any"
+
+    def matches(self, doc: Any) -> bool:
+        for child in self._children:
+            if child.matches(doc):
+                return True
+        return False
+
+    def explain(self, doc: Any) -> str | None:
+        if self.matches(doc):
+            return None
+        return f"any: none of {len(self._children)} held; first: {self._children[0].explain(doc)}"
+
+
+class _Not(Predicate):
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: Predicate) -> None:
+        self._inner = inner
+
+    def matches(self, doc: Any) -> bool:
+        return not self._inner.matches(doc)
+
+    def describe(self) -> str:
+        return f"not ({self._inner.describe()})"
+
+    def _evidence(self, doc: Any) -> str:
+        return self._inner._evidence(doc)
+
+
+# --- compiling ---------------------------------------------------------------------------
+
+
+def compile_condition(cond: Condition, at: str, problems: list[ConfigProblem]) -> Predicate | None:
+    """Compile `cond`, found at YAML path `at`; None if it added any problem to `problems`."""
+    known = len(problems)
+    predicate = _compile(cond, at, problems)
+    return predicate if len(problems) == known else None
+
+
+def _compile(cond: Condition, at: str, problems: list[ConfigProblem]) -> Predicate | None:
+    if cond.path is not None:
+        return _compile_leaf(cond, cond.path, at, problems)
+    if cond.not_ is not None:
+        inner = _compile(cond.not_, f"{at}.not", problems)
+        return None if inner is None else _Not(inner)
+    for name, group, make in (("all", cond.all, _All), ("any", cond.any, _Any)):
+        if group is None:
+            continue
+        if not group:
+            problems.append(ConfigProblem(f"{at}.{name}", f"'{name}' needs at least one condition"))
+        children = [_compile(child, f"{at}.{name}[{index}]", problems) for index, child in enumerate(group)]
+        compiled = [child for child in children if child is not None]
+        return make(compiled) if group and len(compiled) == len(group) else None
+    problems.append(ConfigProblem(at, "a condition needs 'path' with an operator, or one of all, any, not"))
+    return None
+
+
+def _compile_leaf(cond: Condition, path: str, at: str, problems: list[ConfigProblem]) -> Predicate | None:
+    get: Getter | None = None
+    try:
+        get = compile_path(path)
+    except ValueError as exc:
+        problems.append(ConfigProblem(f"{at}.path", str(exc), hint=_path_hint(path)))
+    op = cond.operators()[0]
+    operand = getattr(cond, "in_" if op == "in" else op)
+    try:
+        make = _leaf_maker(path, op, operand)
+    except ValueError as exc:
+        problems.append(ConfigProblem(f"{at}.{op}", str(exc)))
+        return None
+    return None if get is None else make(get)
+
+
+def _leaf_maker(path: str, op: str, operand: Any) -> Callable[[Getter], Predicate]:
+    """Checks the operand now; the result builds the predicate once the path is compiled."""
+    if op == "exists":
+        if not isinstance(operand, bool):
+            raise ValueError(f"'exists' needs true or false, got {_show(operand)}")
+        return lambda get: _Exists(path, get, op, operand)
+    test = _TESTS[op](operand)
+    return lambda get: _Test(path, get, op, operand, test)
+
+
+def _path_hint(path: str) -> str | None:
+    text = path.strip()
+    if not text:
+        return "e.g. path: $.rule.type"
+    if text.startswith("$"):
+        return None
+    text = text.lstrip("@")
+    return f"write it as {'$' if text.startswith(('.', '[')) else '$.'}{text}"
