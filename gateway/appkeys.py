@@ -13,4 +13,4 @@ from gateway.store.base import Store
 CONFIG = web.AppKey("config", ConfigHolder)
 STORE = web.AppKey("store", Store)
 CLOCK = web.AppKey("clock", Clock)
-WAKE = web.AppKey("wake", Callable[[], None])
+WAKE: web.AppKey[Callable[[], None]] = web.AppKey("wake")

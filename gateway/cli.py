@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
@@ -103,10 +104,11 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _loop() -> object | None:
+def _loop() -> asyncio.AbstractEventLoop | None:
     """uvloop's event loop when installed (about 25% faster here), else asyncio's."""
     try:
         import uvloop
     except ImportError:
         return None
-    return uvloop.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop

@@ -206,7 +206,8 @@ def _compile_routes(config: GatewayConfig, base_dir: Path, problems: list[Config
             template = compile_request(send, destination, base_dir, f"{at}.send[{send_index}]", problems)
             if template is not None:
                 sends.append(CompiledSend(send.to, template, destination.retry.attempts))
-        routes.append(CompiledRoute(route.name, route.source or only_source, predicate, tuple(sends), not route.continue_))
+        source = route.source or only_source
+        routes.append(CompiledRoute(route.name, source, predicate, tuple(sends), stop=not route.continue_))
     return tuple(routes)
 
 

@@ -28,10 +28,9 @@ class ConfigProblem:
     hint: str | None = None
 
     def __str__(self) -> str:
-        where = self.path or "(top level)"
-        if self.line is not None:
-            where = f"line {self.line}: {where}"
-        text = f"{where}: {self.message}"
+        where = [f"line {self.line}"] if self.line is not None else []
+        where += [self.path] if self.path else []
+        text = ": ".join([*where, self.message])
         return f"{text}; {self.hint}" if self.hint else text
 
 

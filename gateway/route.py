@@ -59,7 +59,8 @@ def plan(
     for route in routes:
         if stopped_by is not None:
             if explain:
-                verdicts.append(RouteVerdict(route.name, False, f"not evaluated: route '{stopped_by}' has continue: false", ()))
+                reason = f"not evaluated: route '{stopped_by}' has continue: false"
+                verdicts.append(RouteVerdict(route.name, False, reason, ()))
             continue
         if route.predicate is not None and not route.predicate.matches(view):
             if explain:

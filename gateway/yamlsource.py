@@ -90,7 +90,7 @@ class _Builder:
             line = key_node.start_mark.line + 1
             if key in result:
                 self.problems.append(
-                    ConfigProblem(child, f"key '{key}' appears twice", line, "keep one; YAML would silently use the last")
+                    ConfigProblem(child, f"key '{key}' appears twice", line, "keep one; YAML would use the last")
                 )
             self.lines[child] = line
             result[key] = self.build(value_node, child)

@@ -62,7 +62,8 @@ def test_valid_config_loads_with_defaults_and_units(write_config: Callable[[str]
 
 
 def test_environment_values_replace_variables(write_config: Callable[[str], Path]) -> None:
-    loaded = load_config(write_config(VALID), environ={"CRM_URL": "https://crm.example.com", "MISSIVE_SECRET": "s3cr3t!"})
+    environ = {"CRM_URL": "https://crm.example.com", "MISSIVE_SECRET": "s3cr3t!"}
+    loaded = load_config(write_config(VALID), environ=environ)
     assert loaded.config.destinations["crm"].url == "https://crm.example.com/notes"
     assert loaded.config.sources["missive"].secrets[0].get_secret_value() == "s3cr3t!"
     assert "s3cr3t!" not in repr(loaded.config)
@@ -79,7 +80,7 @@ def test_missing_variable_without_default_is_named(write_config: Callable[[str],
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        pytest.param("- to: slack", "- to: slak", "line 20: routes[0].send[0].to: unknown destination 'slak'; "
+        pytest.param("- to: slack", "- to: slak", "line 21: routes[0].send[0].to: unknown destination 'slak'; "
                      "did you mean 'slack'?", id="unknown-destination"),
         pytest.param("    rate_limit: 1/s", "    rate_limit: 1/s\n    timout: 3s",
                      "destinations.slack.timout: unknown key 'timout'; did you mean 'timeout'?", id="unknown-key"),
@@ -87,15 +88,15 @@ def test_missing_variable_without_default_is_named(write_config: Callable[[str],
                      "line 12: destinations.crm.timeout: 'soon' is not a duration", id="bad-duration"),
         pytest.param("type: slack", "type: slackk", "destinations.slack.type: Input should be 'http', 'slack'",
                      id="bad-type"),
-        pytest.param("path: $.rule.type", "path: $.rule[", "routes[0].when.all[0].path", id="bad-jsonpath"),
-        pytest.param("matches: '@example\\\\.com$'", "matches: '(['",
+        pytest.param("path: $.rule.type", 'path: "$.rule["', "routes[0].when.all[0].path", id="bad-jsonpath"),
+        pytest.param("matches: '@example\\.com$'", "matches: '(['",
                      "routes[0].when.all[1].not.matches", id="bad-regex"),
         pytest.param('"{{ message.subject }}"', '"{{ message.subject }"', "routes[0].send[0].body.text",
                      id="jinja-syntax"),
         pytest.param("in: [incoming_email]", "in: [incoming_email], equals: x",
                      "needs exactly one operator (found: equals, in)", id="two-operators"),
         pytest.param("retry: {attempts: 3,", "retry: {attempts: 0,", "destinations.crm.retry.attempts", id="range"),
-        pytest.param("  - to: crm\n", "  - to: crm\n    tempalte: x\n", "did you mean 'template'?",
+        pytest.param("      - to: crm\n", "      - to: crm\n        tempalte: x\n", "did you mean 'template'?",
                      id="unknown-send-key"),
     ],
 )

@@ -1,0 +1,104 @@
+"""Helpers shared by the benchmarks: processes pinned to cores, wrk runs, free ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "missive"
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pinned(core: int, command: list[str]) -> list[str]:
+    """`command` pinned to one core when taskset exists (server and load generator apart)."""
+    return ["taskset", "-c", str(core), *command] if shutil.which("taskset") else command
+
+
+@contextlib.contextmanager
+def running(
+    command: list[str], health_url: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server, wait until `health_url` answers, stop it (SIGTERM) afterwards."""
+    process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    try:
+        wait_until_up(health_url, process)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            error = process.stderr.read().decode() if process.stderr else ""
+            raise RuntimeError(f"server exited early:\n{error[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout_s} s")
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+
+
+def wrk(url: str, lua: Path, seconds: int, connections: int, core: int) -> WrkResult:
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed: apt-get install wrk")
+    output = subprocess.run(
+        pinned(core, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url]),
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    return WrkResult(rate, _latency(output, "50%"), _latency(output, "99%"), int(non_2xx.group(1)) if non_2xx else 0)
+
+
+def _latency(output: str, percentile: str) -> float:
+    match = re.search(rf"{re.escape(percentile)}\s+([\d.]+)(us|ms|s)\b", output)
+    if not match:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk_post_script(path: Path, body: bytes, headers: dict[str, str]) -> Path:
+    """A wrk Lua script that POSTs `body` with `headers`."""
+    lines = ['wrk.method = "POST"', f"wrk.body = {_lua_string(body.decode())}"]
+    lines += [f"wrk.headers[{_lua_string(name)}] = {_lua_string(value)}" for name, value in headers.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _lua_string(text: str) -> str:
+    return "[==[" + text + "]==]"

@@ -1,0 +1,132 @@
+"""The command line: check, schema and the dry run, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from tests.conftest import FIXTURES
+
+CONFIG = """\
+sources:
+  missive: {secrets: ["${MISSIVE_SECRET:-hook-secret-value}"]}
+  other: {}
+destinations:
+  slack: {type: slack, url: "https://hooks.slack.com/services/T0001/B0001/abcdefSECRETPATH"}
+  crm:
+    url: https://api.crm.example/notes?api_token=querysecret123
+    headers: {Authorization: "Bearer ${CRM_TOKEN:-bearer-secret-value}", X-Team: support}
+routes:
+  - name: vip
+    source: missive
+    when:
+      all:
+        - {path: $.rule.type, equals: incoming_email}
+        - {path: "$.conversation.shared_labels[*].name", equals: VIP}
+    send:
+      - to: slack
+        body: {text: "{{ message.subject }}"}
+      - to: crm
+        body: {at: "{{ message.delivered_at }}", broken: "{{ nope.field }}"}
+  - name: comments
+    source: missive
+    when: {path: $.rule.type, equals: new_comment}
+    continue: false
+    send: [{to: crm, template: "{{ comment.body }}"}]
+  - name: never-reached
+    source: missive
+    send: [{to: crm}]
+"""
+SECRETS = ["hook-secret-value", "abcdefSECRETPATH", "querysecret123", "bearer-secret-value"]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_check_accepts_a_valid_config(write_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "check", "-c", str(write_config(CONFIG)))
+    assert code == 0
+    assert "ok (2 sources, 2 destinations, 3 routes)" in out
+
+
+def test_check_lists_each_problem_on_its_own_line(
+    write_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = CONFIG.replace("- to: slack", "- to: slak")
+    comments_route = "source: missive\n    when: {path: $.rule.type, equals: new_comment}"
+    broken = broken.replace(comments_route, comments_route.replace("missive", "misive"))
+    path = write_config(broken)
+    code, _, err = run(capsys, "check", "-c", str(path))
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert lines[0].endswith("2 problem(s) in the config:")
+    assert f"{path}: line 17: routes[0].send[0].to: unknown destination 'slak'; did you mean 'slack'?" in lines
+    assert any("routes[1].source: unknown source 'misive'; did you mean 'missive'?" in line for line in lines)
+    assert "Traceback" not in err
+
+
+def test_check_as_a_process_never_shows_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("sources: {m: {dedupe_window: forever}}\nroutes: [{name: r, send: [{to: nowhere}]}]\n")
+    done = subprocess.run([sys.executable, "-m", "gateway", "check", "-c", str(path)], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "sources.m.dedupe_window: 'forever' is not a duration" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_schema_is_json_schema_with_the_contract_names(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "schema")
+    schema = json.loads(out)
+    assert code == 0
+    assert set(schema["properties"]) == {"server", "storage", "admin", "sources", "destinations", "routes"}
+    condition = schema["$defs"]["Condition"]["properties"]
+    assert {"in", "not", "all", "any", "matches", "glob", "exists"} <= set(condition)
+    assert "continue" in schema["$defs"]["RouteConfig"]["properties"]
+
+
+def test_dry_run_explains_routes_and_masks_secrets(
+    write_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(write_config(CONFIG))
+    payload = str(FIXTURES / "incoming-email-with-labels.json")
+    code, out, _ = run(capsys, "test", "-c", config, payload, "--source", "missive")
+    assert code == 0
+    assert "✓ vip: matched" in out
+    assert "→ slack: POST https://hooks.slack.com/services/***" in out
+    assert "CANNOT RENDER" in out and "nope" in out
+    assert "✗ comments: $.rule.type equals 'new_comment' failed: saw 'incoming_email'" in out
+    assert "Authorization: Bearer ***" in out
+    for secret in SECRETS:
+        assert secret not in out
+
+
+def test_dry_run_json_reports_the_same(write_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(write_config(CONFIG))
+    code, out, _ = run(capsys, "test", "-c", config, str(FIXTURES / "new-comment.json"), "--source", "missive",
+                       "--json")
+    report = json.loads(out)
+    assert code == 0
+    verdicts = {route["route"]: route for route in report["routes"]}
+    assert verdicts["vip"]["matched"] is False
+    assert verdicts["comments"]["matched"] is True
+    assert verdicts["never-reached"]["failed"] == "not evaluated: route 'comments' has continue: false"
+    request = verdicts["comments"]["sends"][0]["request"]
+    assert request["url"].startswith("https://api.crm.example/notes?api_token=")
+    assert all(secret not in out for secret in SECRETS)
+
+
+def test_dry_run_needs_a_source_when_there_are_several(
+    write_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "test", "-c", str(write_config(CONFIG)), str(FIXTURES / "new-comment.json"))
+    assert code == 1
+    assert "choose one with --source (missive, other)" in err
