@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from aiohttp import web
 
 from gateway.clock import Clock
 from gateway.runtime import ConfigHolder
 from gateway.store.base import Store
+from gateway.worker import Worker
+
+
+class WorkerSlot:
+    """The in-process worker, once started (None with --no-worker or before start-up)."""
+
+    worker: Worker | None = None
+
+    def wake(self) -> None:
+        if self.worker is not None:
+            self.worker.wake()
+
 
 CONFIG = web.AppKey("config", ConfigHolder)
 STORE = web.AppKey("store", Store)
 CLOCK = web.AppKey("clock", Clock)
-WAKE: web.AppKey[Callable[[], None]] = web.AppKey("wake")
+WORKER = web.AppKey("worker", WorkerSlot)

@@ -38,11 +38,16 @@ def _parser() -> argparse.ArgumentParser:
     _config_arg(serve)
     serve.add_argument("--host", help="address to listen on (default: server.host)")
     serve.add_argument("--port", type=int, help="port to listen on (default: server.port)")
+    serve.add_argument("--no-worker", action="store_true", help="only receive; deliveries are sent by `gateway worker`")
     serve.set_defaults(run=_serve)
 
     check = sub.add_parser("check", help="validate a config; exit 1 with every problem listed")
     _config_arg(check)
     check.set_defaults(run=_check)
+
+    worker = sub.add_parser("worker", help="only deliver (next to `serve --no-worker`, or to add delivery capacity)")
+    _config_arg(worker)
+    worker.set_defaults(run=_worker)
 
     schema = sub.add_parser("schema", help="print the config's JSON Schema (for editor completion)")
     schema.set_defaults(run=_schema)
@@ -96,12 +101,32 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.runtime import ConfigHolder
     from gateway.server import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _logging()
     loaded = load_config(args.config)
     server = loaded.config.server
-    app = create_app(ConfigHolder(loaded))
-    web.run_app(app, host=args.host or server.host, port=args.port or server.port, print=None, loop=_loop())
+    app = create_app(ConfigHolder(loaded), run_worker=not args.no_worker)
+    web.run_app(
+        app, host=args.host or server.host, port=args.port or server.port, print=None, loop=_loop(),
+        shutdown_timeout=server.shutdown_grace, access_log=None,
+    )
     return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from gateway.standalone import run_worker
+
+    _logging()
+    loaded = load_config(args.config)
+    loop = _loop() or asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(run_worker(loaded))
+    finally:
+        loop.close()
+    return 0
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _loop() -> asyncio.AbstractEventLoop | None:

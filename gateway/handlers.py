@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from gateway.appkeys import CLOCK, CONFIG, STORE, WAKE
+from gateway.appkeys import CLOCK, CONFIG, STORE, WORKER
 from gateway.errors import PayloadError, SignatureError, StoreUnavailable
 from gateway.httperrors import error_response
 from gateway.ingest import accept
@@ -56,7 +56,7 @@ async def ingest(request: web.Request) -> web.StreamResponse:
     if result.duplicate:
         return web.json_response({"event_id": result.event_id, "duplicate": True, "deliveries": 0})
     if result.deliveries:
-        request.app[WAKE]()
+        request.app[WORKER].wake()
     return web.json_response({"event_id": result.event_id, "deliveries": result.deliveries})
 
 

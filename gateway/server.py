@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway import handlers
-from gateway.appkeys import CLOCK, CONFIG, STORE, WAKE
+from gateway.appkeys import CLOCK, CONFIG, STORE, WORKER, WorkerSlot
 from gateway.clock import Clock, SystemClock
+from gateway.delivery_service import running_worker
 from gateway.httperrors import json_errors
 from gateway.runtime import ConfigHolder
 from gateway.store.base import Store
@@ -18,15 +19,20 @@ from gateway.store.factory import make_store
 log = logging.getLogger("gateway.server")
 
 
-def create_app(holder: ConfigHolder, store: Store | None = None, clock: Clock | None = None) -> web.Application:
-    """The gateway's application. `store` defaults to the configured backend, opened and closed with the app."""
+def create_app(
+    holder: ConfigHolder, store: Store | None = None, clock: Clock | None = None, run_worker: bool = True
+) -> web.Application:
+    """The gateway's application. `store` defaults to the configured backend, opened and closed with the app;
+    the delivery worker runs inside unless `run_worker` is false (ingest-only replicas)."""
     loaded = holder.active.loaded
     app = web.Application(middlewares=[json_errors], client_max_size=loaded.config.server.max_body)
     app[CONFIG] = holder
     app[CLOCK] = clock or SystemClock()
     app[STORE] = store or make_store(loaded.config.storage, loaded.file.parent)
-    app[WAKE] = lambda: None
+    app[WORKER] = WorkerSlot()
     app.cleanup_ctx.append(_store_ctx)
+    if run_worker:
+        app.cleanup_ctx.append(_worker_ctx)
     app.on_startup.append(_announce)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
@@ -38,6 +44,13 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[STORE].open()
     yield
     await app[STORE].close()
+
+
+async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with running_worker(app[CONFIG].active.loaded, app[STORE], app[CLOCK]) as worker:
+        app[WORKER].worker = worker
+        yield
+        app[WORKER].worker = None
 
 
 async def _announce(app: web.Application) -> None:

@@ -1,0 +1,52 @@
+"""Running the delivery worker next to a store: one client session, the worker loop, pruning.
+
+`gateway serve` runs it inside the web application; `gateway worker` runs it alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from gateway.clock import Clock
+from gateway.config import LoadedConfig
+from gateway.deliver import make_session
+from gateway.errors import StoreUnavailable
+from gateway.store.base import Store
+from gateway.worker import Worker
+
+log = logging.getLogger("gateway.worker")
+
+PRUNE_INTERVAL_S = 600.0
+
+
+@contextlib.asynccontextmanager
+async def running_worker(loaded: LoadedConfig, store: Store, clock: Clock) -> AsyncIterator[Worker]:
+    """Deliver in the background while the block runs; on exit stop within `server.shutdown_grace`."""
+    async with make_session() as session:
+        worker = Worker(store, loaded.config.destinations, session, clock=clock)
+        tasks = [
+            asyncio.create_task(worker.run(), name="worker"),
+            asyncio.create_task(_prune_forever(store, clock, loaded.config.storage.retention), name="prune"),
+        ]
+        try:
+            yield worker
+        finally:
+            tasks[1].cancel()
+            await worker.stop(loaded.config.server.shutdown_grace)
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _prune_forever(store: Store, clock: Clock, retention_s: float) -> None:
+    """Delete delivered events older than the retention, now and every PRUNE_INTERVAL_S."""
+    while True:
+        try:
+            pruned = await store.prune(clock.now_ms() - round(retention_s * 1000))
+        except StoreUnavailable as exc:
+            log.warning("pruning skipped: %s", exc)
+        else:
+            if pruned:
+                log.info("pruned %d delivered events older than %g s", pruned, retention_s)
+        await asyncio.sleep(PRUNE_INTERVAL_S)

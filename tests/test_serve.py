@@ -1,0 +1,73 @@
+"""The whole path in one process: signed webhook in, rendered request out at a real destination."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gateway.appkeys import STORE
+from gateway.config import load_config
+from gateway.model import DeliveryFilter, DeliveryStatus
+from gateway.runtime import ConfigHolder
+from gateway.server import create_app
+from gateway.verify import sign
+from tests.conftest import FIXTURE_SECRET, fixture_bytes
+from tests.fakes import FakeDestination, slack_ok
+
+Client = TestClient[web.Request, web.Application]
+
+
+def config_text(slack_url: str, crm_url: str) -> str:
+    return f"""\
+storage: {{path: gateway.db}}
+sources:
+  missive: {{secrets: ["{FIXTURE_SECRET}"]}}
+destinations:
+  slack: {{type: slack, url: "{slack_url}"}}
+  crm:
+    url: "{crm_url}"
+    headers: {{Authorization: "Bearer crm-token"}}
+    retry: {{attempts: 3, backoff: 10ms, max_backoff: 50ms}}
+routes:
+  - name: vip
+    when: {{path: "$.conversation.shared_labels[*].name", equals: VIP}}
+    send:
+      - to: slack
+        body: {{text: "VIP: {{{{ message.subject }}}}"}}
+      - to: crm
+        body: {{email: "{{{{ message.from_field.address }}}}", at: "{{{{ message.delivered_at }}}}"}}
+"""
+
+
+async def wait_for_status(client: Client, status: DeliveryStatus, count: int) -> None:
+    async with asyncio.timeout(10):
+        while len(await client.app[STORE].list_deliveries(DeliveryFilter(status=status))) < count:
+            await asyncio.sleep(0.02)
+
+
+async def test_event_is_delivered_to_every_destination(
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]], write_config: Callable[[str], Path]
+) -> None:
+    async with FakeDestination([slack_ok()]) as slack, FakeDestination([503, 201]) as crm:
+        loaded = load_config(write_config(config_text(slack.url("/slack"), crm.url("/notes"))), environ={})
+        client = await aiohttp_client(create_app(ConfigHolder(loaded)))
+        body = fixture_bytes("incoming-email-with-labels.json")
+        response = await client.post("/hooks/missive", data=body, headers={"X-Hook-Signature": sign(
+            FIXTURE_SECRET.encode(), body)})
+        event_id = (await response.json())["event_id"]
+        await wait_for_status(client, DeliveryStatus.DELIVERED, 2)
+    assert json.loads(slack.received[0].body) == {"text": "VIP: Order HL-20931 arrived damaged"}
+    assert [json.loads(request.body) for request in crm.received] == [
+        {"email": "priya.natarajan@example.org", "at": 1717401195}
+    ] * 2
+    assert crm.received[0].headers["Authorization"] == "Bearer crm-token"
+    assert crm.received[1].headers["Idempotency-Key"] == crm.received[0].headers["Idempotency-Key"]
+    assert slack.received[0].headers["X-Gateway-Event-Id"] == event_id
+    crm_delivery = (await client.app[STORE].list_deliveries(DeliveryFilter(destination="crm")))[0]
+    attempts = await client.app[STORE].list_attempts(crm_delivery.id)
+    assert [attempt.status_code for attempt in attempts] == [503, 201]
