@@ -117,7 +117,8 @@ class Condition(Model):
     @model_validator(mode="after")
     def _one_shape(self) -> Condition:
         ops = self.operators()
-        groups = [name for name, value in (("all", self.all), ("any", self.any), ("not", self.not_)) if value is not None]
+        combinators = (("all", self.all), ("any", self.any), ("not", self.not_))
+        groups = [name for name, value in combinators if value is not None]
         if self.path is not None:
             if groups:
                 raise ValueError(f"a condition has either 'path' or '{groups[0]}', not both")
@@ -144,7 +145,9 @@ class SendConfig(Model):
     to: str = Field(description="Name of a destination.")
     body: Any = Field(None, description="YAML structure whose string leaves are templates; sent as JSON.")
     template: str | None = Field(None, description="Raw text body (a template).")
-    template_file: str | None = Field(None, description="File holding a raw text body template, relative to the config.")
+    template_file: str | None = Field(
+        None, description="File holding a raw text body template, relative to the config."
+    )
     headers: dict[str, str] | None = Field(None, description="Extra headers (templates), added to the destination's.")
     url: str | None = Field(None, description="Overrides the destination's URL (a template).")
     method: str | None = Field(None, description="Overrides the destination's method.")
