@@ -1,0 +1,494 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+Nothing here touches SQLite on the event loop. Every write goes through one writer thread
+that commits whatever has queued up in one transaction (group commit, `synchronous=FULL`),
+each operation inside its own savepoint so one failure does not undo its neighbours.
+Reads run on a second thread with their own connection; WAL lets them run beside writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar, TypeVarTuple
+
+from gateway.errors import StoreUnavailable
+from gateway.model import (
+    Attempt,
+    AttemptResult,
+    Delivery,
+    DeliveryFilter,
+    DeliveryStatus,
+    IngestResult,
+    NewDelivery,
+    NewEvent,
+    QueueStats,
+    RenderedRequest,
+    StoredEvent,
+)
+from gateway.store.base import Store
+
+SCHEMA_VERSION = 1
+_BUSY_TIMEOUT_S = 5.0
+_PING_TIMEOUT_S = 5.0
+_PRUNE_CHUNK = 500
+
+_SCHEMA = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    dedupe_key TEXT NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_dedupe ON events (source, dedupe_key, received_at_ms);
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at_ms);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    route TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    next_attempt_at_ms INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    method TEXT,
+    url TEXT,
+    headers TEXT,
+    body BLOB,
+    last_error TEXT,
+    lease_token TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_claim ON deliveries (status, destination, next_attempt_at_ms);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at_ms) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries (created_at_ms);
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id);
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    elapsed_ms REAL NOT NULL,
+    status_code INTEGER,
+    error TEXT,
+    response_excerpt TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id, started_at_ms);
+INSERT INTO schema_version (version) SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+COMMIT;
+"""
+
+_DELIVERY_COLUMNS = (
+    "id, event_id, route, destination, status, attempts, max_attempts, next_attempt_at_ms, created_at_ms, "
+    "updated_at_ms, method, url, headers, body, last_error, lease_token"
+)
+_FIND_DUPLICATE = (
+    "SELECT id FROM events WHERE source = ? AND dedupe_key = ? AND received_at_ms > ? ORDER BY received_at_ms LIMIT 1"
+)
+_INSERT_EVENT = "INSERT INTO events (id, source, dedupe_key, received_at_ms, body) VALUES (?, ?, ?, ?, ?)"
+_INSERT_DELIVERY = f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES ({', '.join('?' * 16)})"
+_SELECT_DUE = (
+    "SELECT id FROM deliveries WHERE status = 'pending' AND destination = ? AND next_attempt_at_ms <= ? "
+    "ORDER BY next_attempt_at_ms LIMIT ?"
+)
+_LEASE = (
+    "UPDATE deliveries SET next_attempt_at_ms = ?, lease_token = lower(hex(randomblob(16))) "
+    f"WHERE id = ? RETURNING {_DELIVERY_COLUMNS}"
+)
+_INSERT_ATTEMPT = (
+    "INSERT INTO attempts (delivery_id, number, started_at_ms, elapsed_ms, status_code, error, response_excerpt) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_FINISH = (
+    "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at_ms = coalesce(?, next_attempt_at_ms), "
+    "updated_at_ms = ?, last_error = ?, lease_token = NULL WHERE id = ? AND lease_token = ? AND status = 'pending'"
+)
+_REQUEUE = (  # ?3..?6 replace the request when given; a delivery left without one stays dead
+    "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = ?1, updated_at_ms = ?1, "
+    "lease_token = NULL, method = coalesce(?3, method), url = coalesce(?4, url), headers = coalesce(?5, headers), "
+    "body = coalesce(?6, body) WHERE id = ?2 AND status != 'pending' AND coalesce(?3, method) IS NOT NULL"
+)
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+_Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+class SqliteStore(Store):
+    """The `Store` in one SQLite file; the file and its parent directories are created on open."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = Path(path)
+        self._writer: _Writer | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._read_conn: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            write_conn = await asyncio.to_thread(_open_writer_connection, self._path)
+            self._writer = _Writer(write_conn, loop)
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-sqlite-reader")
+            self._read_conn = await loop.run_in_executor(self._reader, _connect, self._path, True)
+        except (sqlite3.Error, OSError) as exc:
+            await self.close()
+            raise StoreUnavailable(f"SQLite store {self._path} cannot be opened: {exc}") from exc
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.stop()
+        reader, self._reader = self._reader, None
+        read_conn, self._read_conn = self._read_conn, None
+        if reader is not None:
+            if read_conn is not None:
+                await asyncio.get_running_loop().run_in_executor(reader, read_conn.close)
+            reader.shutdown(wait=False)
+
+    async def ping(self) -> None:
+        try:
+            async with asyncio.timeout(_PING_TIMEOUT_S):
+                await self._write(_touch)
+        except TimeoutError as exc:
+            raise StoreUnavailable(f"SQLite store {self._path} did not commit within {_PING_TIMEOUT_S:g}s") from exc
+
+    async def ingest(self, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int) -> IngestResult:
+        return await self._write(_ingest, event, deliveries, dedupe_window_ms)
+
+    async def claim(self, capacity: Mapping[str, int], now_ms: int, lease_ms: int) -> list[Delivery]:
+        return await self._write(_claim, capacity, now_ms, lease_ms)
+
+    async def finish(self, delivery: Delivery, result: AttemptResult) -> bool:
+        return await self._write(_finish, delivery, result)
+
+    async def next_due_ms(self) -> int | None:
+        return await self._read(_next_due_ms)
+
+    async def get_event(self, event_id: str) -> StoredEvent | None:
+        return await self._read(_get_event, event_id)
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        return await self._read(_get_delivery, delivery_id)
+
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]:
+        return await self._read(_list_attempts, delivery_id)
+
+    async def list_deliveries(self, where: DeliveryFilter) -> list[Delivery]:
+        return await self._read(_list_deliveries, where)
+
+    async def requeue(
+        self, delivery_ids: list[str], now_ms: int, requests: Mapping[str, RenderedRequest] | None = None
+    ) -> int:
+        return await self._write(_requeue, delivery_ids, now_ms, requests or {})
+
+    async def prune(self, before_ms: int) -> int:
+        # In chunks, each its own write, so a large prune never holds up ingest for long.
+        events = 0
+        while True:
+            chunk_deliveries, chunk_events = await self._write(_prune_chunk, before_ms)
+            events += chunk_events
+            if chunk_deliveries < _PRUNE_CHUNK and chunk_events < _PRUNE_CHUNK:
+                return events
+
+    async def stats(self) -> QueueStats:
+        return await self._read(_stats)
+
+    async def _write(self, op: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:
+        if self._writer is None:
+            raise StoreUnavailable(f"SQLite store {self._path} is not open")
+        try:
+            result: T = await self._writer.submit(op, args)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {self._path} cannot write: {exc}") from exc
+        return result
+
+    async def _read(self, op: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:
+        if self._reader is None or self._read_conn is None:
+            raise StoreUnavailable(f"SQLite store {self._path} is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reader, op, self._read_conn, *args)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {self._path} cannot read: {exc}") from exc
+
+
+class _Writer:
+    """The thread that owns the write connection and commits queued operations in groups."""
+
+    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+        self._conn = conn
+        self._loop = loop
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._stopped: asyncio.Future[None] = loop.create_future()
+        self._thread = threading.Thread(target=self._serve, name="gateway-sqlite-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, op: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        future = self._loop.create_future()
+        self._queue.put((op, args, future))
+        return future
+
+    async def stop(self) -> None:
+        """Commit everything queued so far, then close the connection and end the thread."""
+        self._queue.put(None)
+        await self._stopped
+
+    def _serve(self) -> None:
+        try:
+            stopping = False
+            while not stopping:
+                batch, stopping = self._take()
+                if batch:
+                    self._notify(self._commit(batch))
+        finally:
+            self._conn.close()
+            self._notify([(self._stopped, None, None)])
+
+    def _take(self) -> tuple[list[_Op], bool]:
+        """Wait for work, then take all that is queued; the flag says the stop marker was among it."""
+        items = [self._queue.get()]
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        batch = [item for item in items if item is not None]
+        return batch, len(batch) < len(items)
+
+    def _commit(self, batch: list[_Op]) -> list[_Outcome]:
+        conn = self._conn
+        outcomes: list[_Outcome] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, args, future in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    outcomes.append((future, op(conn, *args), None))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    outcomes.append((future, None, exc))
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the batch fails with the first error either way
+            return [(future, None, exc) for _, _, future in batch]
+        return outcomes
+
+    def _notify(self, outcomes: list[_Outcome]) -> None:
+        try:
+            self._loop.call_soon_threadsafe(_settle, outcomes)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is waiting any more
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    for future, value, exc in outcomes:
+        if future.cancelled():
+            continue
+        if exc is None:
+            future.set_result(value)
+        else:
+            future.set_exception(exc)
+
+
+def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    if read_only:
+        conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def _open_writer_connection(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = _connect(path, read_only=False)
+    try:
+        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchall()[0]
+        if mode != "wal":
+            raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL is needed; put the file on a local disk")
+        conn.execute("PRAGMA synchronous = FULL")
+        # Savepoints copy the pages they touch into a statement journal: keep it off the disk.
+        conn.execute("PRAGMA temp_store = MEMORY")
+        _migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    has_table = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_version'").fetchall()
+    version = conn.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] if has_table else None
+    if version is not None and version > SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(f"schema version {version} is newer than this gateway knows ({SCHEMA_VERSION})")
+    if version is None:
+        conn.executescript(_SCHEMA)
+
+
+def _touch(conn: sqlite3.Connection) -> None:
+    """A real write, so a ping proves the file takes commits."""
+    conn.execute("UPDATE schema_version SET version = version")
+
+
+def _ingest(
+    conn: sqlite3.Connection, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int
+) -> IngestResult:
+    if dedupe_window_ms > 0:
+        since_ms = event.received_at_ms - dedupe_window_ms
+        first = conn.execute(_FIND_DUPLICATE, (event.source, event.dedupe_key, since_ms)).fetchall()
+        if first:
+            return IngestResult(event_id=first[0][0], deliveries=0, duplicate=True)
+    at_ms = event.received_at_ms
+    conn.execute(_INSERT_EVENT, (event.id, event.source, event.dedupe_key, at_ms, event.body))
+    conn.executemany(_INSERT_DELIVERY, [_delivery_row(event.id, at_ms, delivery) for delivery in deliveries])
+    return IngestResult(event_id=event.id, deliveries=len(deliveries))
+
+
+def _delivery_row(event_id: str, at_ms: int, new: NewDelivery) -> tuple[Any, ...]:
+    if new.request is None:
+        status, request = DeliveryStatus.DEAD.value, (None,) * 4
+    else:
+        status, request = DeliveryStatus.PENDING.value, _request_columns(new.request)
+    return (new.id, event_id, new.route, new.destination, status, 0, new.max_attempts, at_ms, at_ms, at_ms,
+            *request, new.error, None)  # fmt: skip
+
+
+def _request_columns(request: RenderedRequest) -> tuple[Any, ...]:
+    return request.method, request.url, json.dumps(request.headers), request.body
+
+
+def _claim(conn: sqlite3.Connection, capacity: Mapping[str, int], now_ms: int, lease_ms: int) -> list[Delivery]:
+    claimed: list[Delivery] = []
+    for destination, limit in capacity.items():
+        if limit <= 0:
+            continue
+        for (delivery_id,) in conn.execute(_SELECT_DUE, (destination, now_ms, limit)).fetchall():
+            row = conn.execute(_LEASE, (now_ms + lease_ms, delivery_id)).fetchall()[0]
+            claimed.append(_delivery(row))
+    return claimed
+
+
+def _finish(conn: sqlite3.Connection, delivery: Delivery, result: AttemptResult) -> bool:
+    attempt = result.attempt
+    conn.execute(_INSERT_ATTEMPT, (delivery.id, attempt.number, attempt.started_at_ms, attempt.elapsed_ms,
+                                   attempt.status_code, attempt.error, attempt.response_excerpt))  # fmt: skip
+    ended_at_ms = attempt.started_at_ms + round(attempt.elapsed_ms)
+    changed = conn.execute(_FINISH, (result.status.value, result.next_attempt_at_ms, ended_at_ms, attempt.error,
+                                     delivery.id, delivery.lease_token))  # fmt: skip
+    return changed.rowcount == 1
+
+
+def _requeue(
+    conn: sqlite3.Connection, delivery_ids: list[str], now_ms: int, requests: Mapping[str, RenderedRequest]
+) -> int:
+    rows = []
+    for delivery_id in delivery_ids:
+        request = requests.get(delivery_id)
+        replacement = (None,) * 4 if request is None else _request_columns(request)
+        rows.append((now_ms, delivery_id, *replacement))
+    return conn.executemany(_REQUEUE, rows).rowcount
+
+
+def _prune_chunk(conn: sqlite3.Connection, before_ms: int) -> tuple[int, int]:
+    """Delete one chunk of old delivered deliveries and of old events left without deliveries."""
+    delivered = conn.execute(
+        "SELECT id FROM deliveries INDEXED BY deliveries_created "
+        "WHERE created_at_ms < ? AND status = 'delivered' LIMIT ?",
+        (before_ms, _PRUNE_CHUNK),
+    ).fetchall()
+    conn.executemany("DELETE FROM attempts WHERE delivery_id = ?", delivered)
+    conn.executemany("DELETE FROM deliveries WHERE id = ?", delivered)
+    events = conn.execute(
+        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE received_at_ms < ? AND NOT EXISTS "
+        "(SELECT 1 FROM deliveries WHERE deliveries.event_id = events.id) LIMIT ?)",
+        (before_ms, _PRUNE_CHUNK),
+    )
+    return len(delivered), events.rowcount
+
+
+def _next_due_ms(conn: sqlite3.Connection) -> int | None:
+    rows = conn.execute(
+        "SELECT min(next_attempt_at_ms) FROM deliveries INDEXED BY deliveries_due WHERE status = 'pending'"
+    ).fetchall()
+    due: int | None = rows[0][0]
+    return due
+
+
+def _get_event(conn: sqlite3.Connection, event_id: str) -> StoredEvent | None:
+    rows = conn.execute("SELECT id, source, received_at_ms, body FROM events WHERE id = ?", (event_id,)).fetchall()
+    return StoredEvent(*rows[0]) if rows else None
+
+
+def _get_delivery(conn: sqlite3.Connection, delivery_id: str) -> Delivery | None:
+    rows = conn.execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)).fetchall()
+    return _delivery(rows[0]) if rows else None
+
+
+def _list_attempts(conn: sqlite3.Connection, delivery_id: str) -> list[Attempt]:
+    rows = conn.execute(
+        "SELECT delivery_id, number, started_at_ms, elapsed_ms, status_code, error, response_excerpt FROM attempts "
+        "WHERE delivery_id = ? ORDER BY started_at_ms, rowid",
+        (delivery_id,),
+    ).fetchall()
+    return [Attempt(*row) for row in rows]
+
+
+def _list_deliveries(conn: sqlite3.Connection, where: DeliveryFilter) -> list[Delivery]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("status", where.status.value if where.status else None),
+        ("route", where.route),
+        ("destination", where.destination),
+        ("event_id", where.event_id),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if where.since_ms is not None:
+        clauses.append("created_at_ms >= ?")
+        params.append(where.since_ms)
+    if where.ids is not None:
+        clauses.append("id IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(where.ids))
+    condition = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = conn.execute(
+        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries {condition} ORDER BY created_at_ms DESC, rowid DESC LIMIT ?",
+        (*params, where.limit),
+    ).fetchall()
+    return [_delivery(row) for row in rows]
+
+
+def _stats(conn: sqlite3.Connection) -> QueueStats:
+    rows = conn.execute(
+        "SELECT status, destination, count(*), min(next_attempt_at_ms) FROM deliveries "
+        "WHERE status IN ('pending', 'dead') GROUP BY status, destination"
+    ).fetchall()
+    pending = {destination: count for status, destination, count, _ in rows if status == DeliveryStatus.PENDING}
+    oldest = [due for status, _, _, due in rows if status == DeliveryStatus.PENDING]
+    return QueueStats(
+        pending=sum(pending.values()),
+        dead=sum(count for status, _, count, _ in rows if status == DeliveryStatus.DEAD),
+        oldest_due_ms=min(oldest, default=None),
+        by_destination=pending,
+    )
+
+
+def _delivery(row: tuple[Any, ...]) -> Delivery:
+    (delivery_id, event_id, route, destination, status, attempts, max_attempts, next_attempt_at_ms, created_at_ms,
+     updated_at_ms, method, url, headers, body, last_error, lease_token) = row  # fmt: skip
+    request = None if method is None else RenderedRequest(method, url, json.loads(headers), body)
+    return Delivery(delivery_id, event_id, route, destination, DeliveryStatus(status), attempts, max_attempts,
+                    next_attempt_at_ms, created_at_ms, updated_at_ms, request, last_error, lease_token)  # fmt: skip
