@@ -9,9 +9,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from typing import IO
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,26 +38,29 @@ def pinned(core: int, command: list[str]) -> list[str]:
 def running(
     command: list[str], health_url: str, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server, wait until `health_url` answers, stop it (SIGTERM) afterwards."""
-    process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
-    try:
-        wait_until_up(health_url, process)
-        yield process
-    finally:
-        process.terminate()
+    """Start a server, wait until `health_url` answers, stop it (SIGTERM) afterwards.
+
+    Its output goes to a temporary file (a pipe nobody reads would block it once full).
+    """
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=output, stderr=output)
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            wait_until_up(health_url, process, output)
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
-def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+def wait_until_up(url: str, process: subprocess.Popen[bytes], output: IO[bytes], timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            error = process.stderr.read().decode() if process.stderr else ""
-            raise RuntimeError(f"server exited early:\n{error[-2000:]}")
+            output.seek(0)
+            raise RuntimeError(f"server exited early:\n{output.read().decode()[-2000:]}")
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
@@ -101,4 +106,5 @@ def wrk_post_script(path: Path, body: bytes, headers: dict[str, str]) -> Path:
 
 
 def _lua_string(text: str) -> str:
-    return "[==[" + text + "]==]"
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
