@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from gateway.config import LoadedConfig
 from gateway.errors import PayloadError
@@ -28,10 +29,9 @@ class Accepted:
 
 def parse_payload(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
-        raise PayloadError(f"body is not valid JSON: {reason}") from None
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(f"body is not valid JSON: {exc.msg} at byte {exc.pos}") from None
 
 
 def is_validation_request(body: bytes) -> bool:

@@ -5,6 +5,7 @@ Ingest and the dry run share this code, so what `gateway test` shows is what `se
 
 from __future__ import annotations
 
+import random
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,9 +40,13 @@ class RouteVerdict:
     sends: tuple[PlannedSend, ...]
 
 
+# Ids need to be unique, not unpredictable: a seeded PRNG costs a fraction of os.urandom per call.
+_id_bits = random.Random(secrets.randbits(128)).getrandbits
+
+
 def new_id(prefix: str, now_ms: int) -> str:
-    """A unique id that sorts by creation time: `evt_0192a4c3e1b2_9f3a1c`."""
-    return f"{prefix}_{now_ms:012x}{secrets.token_hex(5)}"
+    """A unique id that sorts by creation time: `evt_0192a4c3e1b29f3a1c0b4d`."""
+    return f"{prefix}_{now_ms:012x}{_id_bits(48):012x}"
 
 
 def plan(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 from gateway.errors import SignatureError
@@ -12,7 +11,7 @@ SIGNATURE_HEADER = "X-Hook-Signature"
 
 def sign(secret: bytes, body: bytes) -> str:
     """The header value Missive sends for `body` signed with `secret`."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    return "sha256=" + hmac.digest(secret, body, "sha256").hex()
 
 
 def verify(secrets: list[bytes], body: bytes, header: str | None) -> None:
@@ -28,6 +27,6 @@ def verify(secrets: list[bytes], body: bytes, header: str | None) -> None:
     expected = given.lower().encode()
     valid = False
     for secret in secrets:
-        valid |= hmac.compare_digest(hmac.new(secret, body, hashlib.sha256).hexdigest().encode(), expected)
+        valid |= hmac.compare_digest(hmac.digest(secret, body, "sha256").hex().encode(), expected)
     if not valid:
         raise SignatureError(f"{SIGNATURE_HEADER} does not match the body")
