@@ -12,7 +12,8 @@ import pytest
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 
 from gateway.errors import ConfigProblem
-from gateway.match import Predicate, _fast_getter, compile_condition, compile_path
+from gateway.jsonpath import _fast_getter, compile_path
+from gateway.match import Predicate, compile_condition
 from gateway.schema import Condition
 from gateway.view import payload_view
 from tests.conftest import FIXTURES
