@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +31,7 @@ from gateway.model import (
     StoredEvent,
 )
 from gateway.store.base import Store
+from gateway.store.writer import GroupCommitWriter
 
 SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_S = 5.0
@@ -120,8 +119,6 @@ _REQUEUE = (  # ?3..?6 replace the request when given; a delivery left without o
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
-_Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
-_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
 class SqliteStore(Store):
@@ -129,7 +126,7 @@ class SqliteStore(Store):
 
     def __init__(self, path: str | Path) -> None:
         self._path = Path(path)
-        self._writer: _Writer | None = None
+        self._writer: GroupCommitWriter | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
 
@@ -137,7 +134,7 @@ class SqliteStore(Store):
         loop = asyncio.get_running_loop()
         try:
             write_conn = await asyncio.to_thread(_open_writer_connection, self._path)
-            self._writer = _Writer(write_conn, loop)
+            self._writer = GroupCommitWriter(write_conn, loop)
             self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-sqlite-reader")
             self._read_conn = await loop.run_in_executor(self._reader, _connect, self._path, True)
         except (sqlite3.Error, OSError) as exc:
@@ -219,89 +216,6 @@ class SqliteStore(Store):
             return await asyncio.get_running_loop().run_in_executor(self._reader, op, self._read_conn, *args)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite store {self._path} cannot read: {exc}") from exc
-
-
-class _Writer:
-    """The thread that owns the write connection and commits queued operations in groups."""
-
-    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
-        self._conn = conn
-        self._loop = loop
-        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
-        self._stopped: asyncio.Future[None] = loop.create_future()
-        self._thread = threading.Thread(target=self._serve, name="gateway-sqlite-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, op: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        future = self._loop.create_future()
-        self._queue.put((op, args, future))
-        return future
-
-    async def stop(self) -> None:
-        """Commit everything queued so far, then close the connection and end the thread."""
-        self._queue.put(None)
-        await self._stopped
-
-    def _serve(self) -> None:
-        try:
-            stopping = False
-            while not stopping:
-                batch, stopping = self._take()
-                if batch:
-                    self._notify(self._commit(batch))
-        finally:
-            self._conn.close()
-            self._notify([(self._stopped, None, None)])
-
-    def _take(self) -> tuple[list[_Op], bool]:
-        """Wait for work, then take all that is queued; the flag says the stop marker was among it."""
-        items = [self._queue.get()]
-        while True:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        batch = [item for item in items if item is not None]
-        return batch, len(batch) < len(items)
-
-    def _commit(self, batch: list[_Op]) -> list[_Outcome]:
-        conn = self._conn
-        outcomes: list[_Outcome] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op, args, future in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    outcomes.append((future, op(conn, *args), None))
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    outcomes.append((future, None, exc))
-                conn.execute("RELEASE op")
-            conn.execute("COMMIT")
-        except Exception as exc:
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # the batch fails with the first error either way
-            return [(future, None, exc) for _, _, future in batch]
-        return outcomes
-
-    def _notify(self, outcomes: list[_Outcome]) -> None:
-        try:
-            self._loop.call_soon_threadsafe(_settle, outcomes)
-        except RuntimeError:
-            pass  # the loop is closed: nobody is waiting any more
-
-
-def _settle(outcomes: list[_Outcome]) -> None:
-    for future, value, exc in outcomes:
-        if future.cancelled():
-            continue
-        if exc is None:
-            future.set_result(value)
-        else:
-            future.set_exception(exc)
 
 
 def _connect(path: Path, read_only: bool) -> sqlite3.Connection:

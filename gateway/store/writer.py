@@ -1,0 +1,102 @@
+"""Group commit: one thread owns SQLite's write connection and commits queued work together.
+
+Callers on the event loop submit operations and await a future. The thread takes every
+operation queued so far, runs each in its own SAVEPOINT inside one transaction (a failing
+one does not poison the others), commits once, and settles all the futures with one
+call into the loop. One fsync then serves a whole burst of concurrent requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any
+
+_Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+class GroupCommitWriter:
+    """The thread that owns the write connection and commits queued operations in groups."""
+
+    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+        self._conn = conn
+        self._loop = loop
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._stopped: asyncio.Future[None] = loop.create_future()
+        self._thread = threading.Thread(target=self._serve, name="gateway-sqlite-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, op: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        future = self._loop.create_future()
+        self._queue.put((op, args, future))
+        return future
+
+    async def stop(self) -> None:
+        """Commit everything queued so far, then close the connection and end the thread."""
+        self._queue.put(None)
+        await self._stopped
+
+    def _serve(self) -> None:
+        try:
+            stopping = False
+            while not stopping:
+                batch, stopping = self._take()
+                if batch:
+                    self._notify(self._commit(batch))
+        finally:
+            self._conn.close()
+            self._notify([(self._stopped, None, None)])
+
+    def _take(self) -> tuple[list[_Op], bool]:
+        """Wait for work, then take all that is queued; the flag says the stop marker was among it."""
+        items = [self._queue.get()]
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        batch = [item for item in items if item is not None]
+        return batch, len(batch) < len(items)
+
+    def _commit(self, batch: list[_Op]) -> list[_Outcome]:
+        conn = self._conn
+        outcomes: list[_Outcome] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, args, future in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    outcomes.append((future, op(conn, *args), None))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    outcomes.append((future, None, exc))
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the batch fails with the first error either way
+            return [(future, None, exc) for _, _, future in batch]
+        return outcomes
+
+    def _notify(self, outcomes: list[_Outcome]) -> None:
+        try:
+            self._loop.call_soon_threadsafe(_settle, outcomes)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is waiting any more
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    for future, value, exc in outcomes:
+        if future.cancelled():
+            continue
+        if exc is None:
+            future.set_result(value)
+        else:
+            future.set_exception(exc)
