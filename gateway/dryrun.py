@@ -49,12 +49,12 @@ def _verdict(config: LoadedConfig, verdict: RouteVerdict) -> dict[str, Any]:
         if send.request is None:
             entry["error"] = masker.text(send.error or "")
         else:
-            request = send.request
+            request = masker.request(send.request)
             entry["request"] = {
                 "method": request.method,
-                "url": masker.url(request.url),
-                "headers": masker.headers(request.headers),
-                "body": masker.text(request.body.decode("utf-8", "replace")),
+                "url": request.url,
+                "headers": request.headers,
+                "body": request.body.decode("utf-8", "replace"),
             }
         sends.append(entry)
     return {"route": verdict.route, "matched": verdict.matched, "failed": verdict.failed, "sends": sends}
