@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.config import load_config
 from gateway.errors import ConfigError, GatewayError
+from gateway.logs import LOG_FORMATS, LOG_LEVELS, SECRETS, remember_secrets, setup_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,10 +21,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except ConfigError as exc:
         print(f"{exc.file}: {len(exc.problems)} problem(s) in the config:", file=sys.stderr)
-        print(exc.render(), file=sys.stderr)
+        print(SECRETS.mask(exc.render()), file=sys.stderr)
         return 1
     except GatewayError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {SECRETS.mask(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default: server.host)")
     serve.add_argument("--port", type=int, help="port to listen on (default: server.port)")
     serve.add_argument("--no-worker", action="store_true", help="only receive; deliveries are sent by `gateway worker`")
+    _log_args(serve)
     serve.set_defaults(run=_serve)
 
     check = sub.add_parser("check", help="validate a config; exit 1 with every problem listed")
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="only deliver (next to `serve --no-worker`, or to add delivery capacity)")
     _config_arg(worker)
+    _log_args(worker)
     worker.set_defaults(run=_worker)
 
     schema = sub.add_parser("schema", help="print the config's JSON Schema (for editor completion)")
@@ -63,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", type=Path, default=Path("config.yaml"), help="config file")
+
+
+def _log_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="text, or one JSON object per line (default: text on a terminal)"
+    )
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="least severe level logged")
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -101,7 +110,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.runtime import ConfigHolder
     from gateway.server import create_app
 
-    _logging()
+    setup_logging(args.log_format, args.log_level)
     loaded = load_config(args.config)
     server = loaded.config.server
     app = create_app(ConfigHolder(loaded), run_worker=not args.no_worker)
@@ -115,18 +124,15 @@ def _serve(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from gateway.standalone import run_worker
 
-    _logging()
+    setup_logging(args.log_format, args.log_level)
     loaded = load_config(args.config)
+    remember_secrets(loaded)
     loop = _loop() or asyncio.new_event_loop()
     try:
         loop.run_until_complete(run_worker(loaded))
     finally:
         loop.close()
     return 0
-
-
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _loop() -> asyncio.AbstractEventLoop | None:

@@ -15,7 +15,7 @@ from gateway.config import LoadedConfig
 from gateway.deliver import make_session
 from gateway.errors import StoreUnavailable
 from gateway.store.base import Store
-from gateway.worker import Worker
+from gateway.worker import OnAttempt, Worker
 
 log = logging.getLogger("gateway.worker")
 
@@ -23,10 +23,12 @@ PRUNE_INTERVAL_S = 600.0
 
 
 @contextlib.asynccontextmanager
-async def running_worker(loaded: LoadedConfig, store: Store, clock: Clock) -> AsyncIterator[Worker]:
+async def running_worker(
+    loaded: LoadedConfig, store: Store, clock: Clock, on_attempt: OnAttempt | None = None
+) -> AsyncIterator[Worker]:
     """Deliver in the background while the block runs; on exit stop within `server.shutdown_grace`."""
     async with make_session() as session:
-        worker = Worker(store, loaded.config.destinations, session, clock=clock)
+        worker = Worker(store, loaded.config.destinations, session, clock=clock, on_attempt=on_attempt)
         tasks = [
             asyncio.create_task(worker.run(), name="worker"),
             asyncio.create_task(_prune_forever(store, clock, loaded.config.storage.retention), name="prune"),

@@ -10,6 +10,7 @@ from gateway.appkeys import CLOCK, CONFIG, STORE, WORKER
 from gateway.errors import PayloadError, SignatureError, StoreUnavailable
 from gateway.httperrors import error_response
 from gateway.ingest import accept
+from gateway.metrics import METRICS, exposition
 from gateway.verify import SIGNATURE_HEADER
 
 log = logging.getLogger("gateway.ingest")
@@ -41,15 +42,10 @@ async def ingest(request: web.Request) -> web.StreamResponse:
             active.loaded, request.app[STORE], source, body, request.headers.get(SIGNATURE_HEADER),
             request.app[CLOCK].now_ms(),
         )
-    except SignatureError as exc:
-        log.warning("rejected a request to %s: %s", request.path, exc)
-        return error_response(401, str(exc))
-    except PayloadError as exc:
-        log.warning("rejected a request to %s: %s", request.path, exc)
-        return error_response(exc.status, str(exc))
-    except StoreUnavailable as exc:
-        log.error("could not store an event from %s: %s", source, exc)
-        return error_response(503, "the gateway cannot store events right now; retry later", {"Retry-After": "5"})
+    except (SignatureError, PayloadError, StoreUnavailable) as exc:
+        request.app[METRICS].rejected(source, exc)
+        return _rejection(request, source, exc)
+    request.app[METRICS].ingested(source, accepted)
     result = accepted.result
     if result is None:
         return web.json_response({"ok": True, "validation": True, "deliveries": 0})
@@ -58,6 +54,23 @@ async def ingest(request: web.Request) -> web.StreamResponse:
     if result.deliveries:
         request.app[WORKER].wake()
     return web.json_response({"event_id": result.event_id, "deliveries": result.deliveries})
+
+
+def _rejection(
+    request: web.Request, source: str, exc: SignatureError | PayloadError | StoreUnavailable
+) -> web.Response:
+    if isinstance(exc, StoreUnavailable):
+        log.error("could not store an event from %s: %s", source, exc)
+        return error_response(503, "the gateway cannot store events right now; retry later", {"Retry-After": "5"})
+    log.warning("rejected a request to %s: %s", request.path, exc)
+    return error_response(401 if isinstance(exc, SignatureError) else exc.status, str(exc))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus' scrape: the queue gauges are read from the store now, off the event loop."""
+    registry = request.app[METRICS]
+    await registry.refresh_queue(request.app[STORE], request.app[CLOCK].now_ms())
+    return exposition(registry)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -10,8 +10,12 @@ from aiohttp import web
 from gateway import handlers
 from gateway.appkeys import CLOCK, CONFIG, STORE, WORKER, WorkerSlot
 from gateway.clock import Clock, SystemClock
+from gateway.config import LoadedConfig
 from gateway.delivery_service import running_worker
 from gateway.httperrors import json_errors
+from gateway.logs import remember_secrets
+from gateway.metrics import METRICS, Metrics
+from gateway.reload import Reloader
 from gateway.runtime import ConfigHolder
 from gateway.store.base import Store
 from gateway.store.factory import make_store
@@ -30,12 +34,17 @@ def create_app(
     app[CLOCK] = clock or SystemClock()
     app[STORE] = store or make_store(loaded.config.storage, loaded.file.parent)
     app[WORKER] = WorkerSlot()
+    app[METRICS] = Metrics()
+    app[METRICS].track_config(loaded)
+    remember_secrets(loaded)
     app.cleanup_ctx.append(_store_ctx)
     if run_worker:
         app.cleanup_ctx.append(_worker_ctx)
+    app.cleanup_ctx.append(_reload_ctx)
     app.on_startup.append(_announce)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
+    app.router.add_get("/metrics", handlers.metrics)
     app.router.add_post("/{path:.*}", handlers.ingest)
     return app
 
@@ -47,14 +56,33 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with running_worker(app[CONFIG].active.loaded, app[STORE], app[CLOCK]) as worker:
+    async with running_worker(
+        app[CONFIG].active.loaded, app[STORE], app[CLOCK], on_attempt=app[METRICS].attempted
+    ) as worker:
         app[WORKER].worker = worker
         yield
         app[WORKER].worker = None
 
 
+async def _reload_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Reload the config on SIGHUP and when its file changes; pass a new one on to metrics and the worker."""
+
+    async def apply(loaded: LoadedConfig) -> None:
+        app[METRICS].track_config(loaded)
+        worker = app[WORKER].worker
+        if worker is not None:
+            await worker.reconfigure(loaded.config.destinations)
+        _describe(loaded)
+
+    async with Reloader(app[CONFIG], apply, app[METRICS]).running():
+        yield
+
+
 async def _announce(app: web.Application) -> None:
-    loaded = app[CONFIG].active.loaded
+    _describe(app[CONFIG].active.loaded)
+
+
+def _describe(loaded: LoadedConfig) -> None:
     for name, source in loaded.config.sources.items():
         routes = [route.name for route in loaded.routes_for(name)]
         log.info("source %s: POST %s -> routes %s", name, loaded.source_path(name), routes or "(none)")

@@ -56,10 +56,11 @@ class Worker:
         self._rng = rng or random.Random()
         self._poll_interval_s = poll_interval_s
         self._limits = limits or LocalLimits(destinations)
+        self._own_limits = limits is None
         self._on_attempt = on_attempt
-        longest_timeout_s = max((config.timeout for config in destinations.values()), default=0.0)
-        self._lease_ms = round((longest_timeout_s + LEASE_MARGIN_S) * 1000)
+        self._lease_ms = _lease_ms(destinations)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._holding: Counter[str] = Counter()  # attempts holding a slot of `_limits`, by destination
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._store_down = False
@@ -75,6 +76,18 @@ class Worker:
     def wake(self) -> None:
         """Look for due deliveries now (ingest calls this after storing new ones)."""
         self._wakeup.set()
+
+    async def reconfigure(self, destinations: Mapping[str, DestinationConfig]) -> None:
+        """Deliver to `destinations` from the next claim on (a config reload); attempts in flight finish as they
+        started. Limits the worker built itself are rebuilt from the new settings, counting attempts in flight."""
+        self._destinations = destinations
+        self._lease_ms = _lease_ms(destinations)
+        if self._own_limits:
+            self._limits = LocalLimits(destinations)
+            for name in destinations:
+                await self._limits.started(name, self._holding[name])
+        self._orphan_scan_due_ms = 0
+        self.wake()
 
     async def run(self) -> None:
         """Deliver until `stop()` is called. Waits in real time: with a FakeClock, use `drain()` instead."""
@@ -149,8 +162,10 @@ class Worker:
             started = Counter(delivery.destination for delivery in claimed)
             for name in self._destinations:
                 await self._limits.started(name, started[name])
+                self._holding[name] += started[name]
         for delivery in claimed:
-            task = asyncio.create_task(self._attempt(delivery), name=f"delivery {delivery.id}")
+            holds_slot = delivery.destination in self._destinations
+            task = asyncio.create_task(self._attempt(delivery, holds_slot), name=f"delivery {delivery.id}")
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
 
@@ -187,7 +202,7 @@ class Worker:
             sleeper.cancel()
             waiter.cancel()
 
-    async def _attempt(self, delivery: Delivery) -> None:
+    async def _attempt(self, delivery: Delivery, holds_slot: bool) -> None:
         config = self._destinations.get(delivery.destination)
         try:
             result = await self._try(delivery, config)
@@ -199,7 +214,8 @@ class Worker:
             logger.exception("delivery %s: attempt failed unexpectedly; retried once its lease runs out", delivery.id)
             return
         finally:
-            if config is not None:
+            if holds_slot:
+                self._holding[delivery.destination] -= 1
                 await self._limits.finished(delivery.destination)
         _log(delivery, result, recorded, self._clock.now_ms())
         if self._on_attempt is not None:
@@ -234,6 +250,11 @@ class Worker:
             return AttemptResult(attempt, DeliveryStatus.PENDING, self._clock.now_ms() + round(delay_s * 1000))
         reason = outcome.reason if outcome.kind == "dead" else f"{outcome.reason} (gave up after {number} attempts)"
         return _dead(delivery, started_at_ms, answer, reason)
+
+
+def _lease_ms(destinations: Mapping[str, DestinationConfig]) -> int:
+    longest_timeout_s = max((config.timeout for config in destinations.values()), default=0.0)
+    return round((longest_timeout_s + LEASE_MARGIN_S) * 1000)
 
 
 def _attempt_record(

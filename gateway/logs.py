@@ -1,0 +1,167 @@
+"""Logging: text for people or one JSON object per line for machines, and never a secret in either.
+
+Every record, from any logger, has its message, its `extra` fields and its traceback run
+through the maskers of every config this process has loaded: a replaced config's secrets
+stay masked, since deliveries queued under it still carry them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, Literal, TextIO
+from urllib.parse import parse_qsl, urlsplit
+
+from gateway.config import LoadedConfig
+from gateway.mask import MASK, Masker
+from gateway.schema import GatewayConfig
+
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Attributes every LogRecord has; anything else on a record came from `extra`.
+_STANDARD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# Destination types whose URL path is itself the credential (incoming webhooks).
+_WEBHOOK_TYPES = frozenset({"slack", "discord", "teams"})
+_PATTERNS = Masker()  # no known secrets: masks what is recognisable by its place (URL credentials, webhook paths)
+
+
+class Secrets:
+    """What logs must never show, gathered from every config loaded by this process."""
+
+    def __init__(self) -> None:
+        self._maskers: list[Masker] = []
+        self._seen: list[LoadedConfig] = []
+
+    def remember(self, loaded: LoadedConfig) -> None:
+        if any(seen is loaded for seen in self._seen):
+            return
+        self._seen.append(loaded)
+        self._maskers[:0] = [Masker(config_secrets(loaded.config)), loaded.masker]
+
+    def mask(self, text: str) -> str:
+        for masker in self._maskers:
+            text = masker.text(text)
+        return _PATTERNS.url(text)
+
+    def mask_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.mask(value)
+        if isinstance(value, dict):
+            return {key: self.mask_value(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.mask_value(item) for item in value]
+        return value
+
+
+# Logging is process-wide, so is what it masks.
+SECRETS = Secrets()
+
+
+def remember_secrets(loaded: LoadedConfig) -> None:
+    """Mask `loaded`'s secrets in every log record from now on."""
+    SECRETS.remember(loaded)
+
+
+def config_secrets(config: GatewayConfig) -> set[str]:
+    """Credentials written literally in a config that its Masker does not list: values of credential
+    headers (`Authorization`, `*token*`...), URL passwords and secret query values, webhook URL paths."""
+    found: set[str] = set()
+    for destination in config.destinations.values():
+        found |= _header_secrets(destination.headers)
+        if destination.url:
+            found |= _url_secrets(destination.url, webhook=destination.type in _WEBHOOK_TYPES)
+    for route in config.routes:
+        for send in route.send:
+            found |= _header_secrets(send.headers or {})
+            if send.url:
+                webhook = config.destinations[send.to].type in _WEBHOOK_TYPES
+                found |= _url_secrets(send.url, webhook)
+    return {value for value in found if len(value) >= 4 and not _is_template(value)}
+
+
+def _header_secrets(headers: dict[str, str]) -> set[str]:
+    found = set()
+    for name, masked in _PATTERNS.headers(headers).items():
+        value = headers[name]
+        if masked != value:  # a credential header: `***`, or `Scheme ***` keeping the scheme
+            found |= {value, value[len(masked) - len(MASK):]}
+    return found
+
+
+def _url_secrets(url: str, webhook: bool) -> set[str]:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return set()
+    found = {password} if password else set()
+    if webhook:
+        found.add(parts.path)
+    for name, value in parse_qsl(parts.query):
+        if _PATTERNS.url(f"?{name}=x") != f"?{name}=x":  # the masker's own notion of a secret parameter
+            found.add(value)
+    return found
+
+
+def _is_template(value: str) -> bool:
+    return "{{" in value or "{%" in value
+
+
+class MaskingFilter(logging.Filter):
+    """Masks a record in place (message, `extra` fields, traceback), so every handler sees it masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed logging call must not break the caller
+            message = f"{record.msg} {record.args}"
+        record.msg, record.args = SECRETS.mask(message), None
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD_FIELDS:
+                setattr(record, key, SECRETS.mask_value(value))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = SECRETS.mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = SECRETS.mask(record.stack_info)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, then the record's `extra` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        document.update((key, value) for key, value in vars(record).items() if key not in _STANDARD_FIELDS)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            document["exc"] = record.exc_text
+        if record.stack_info:
+            document["stack"] = record.stack_info
+        return json.dumps(document, ensure_ascii=False, default=str)
+
+
+def default_format(stream: TextIO) -> LogFormat:
+    """Text for a person at a terminal, JSON for a log collector."""
+    return "text" if stream.isatty() else "json"
+
+
+def setup_logging(log_format: LogFormat | None = None, level: str = "info", stream: TextIO | None = None) -> None:
+    """Send every logger's records to `stream` (stderr), masked, in `log_format` (default: by `default_format`)."""
+    out = stream or sys.stderr
+    handler = logging.StreamHandler(out)
+    handler.addFilter(MaskingFilter())
+    chosen = log_format or default_format(out)
+    handler.setFormatter(JsonFormatter() if chosen == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

@@ -1,0 +1,143 @@
+"""Prometheus metrics, one registry per application so several apps (and tests) never share counters.
+
+Label values are source, route and destination names from the config (never URLs), and
+small fixed sets of outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+
+from gateway.config import LoadedConfig
+from gateway.errors import GatewayError, PayloadError, SignatureError, StoreUnavailable
+from gateway.ingest import Accepted
+from gateway.model import AttemptResult, Delivery, DeliveryStatus
+from gateway.store.base import Store
+
+log = logging.getLogger("gateway.metrics")
+
+EVENT_OUTCOMES = ("accepted", "duplicate", "bad_signature", "too_large", "bad_json", "validation", "unavailable")
+FINAL_OUTCOMES = (DeliveryStatus.DELIVERED.value, DeliveryStatus.DEAD.value)
+RELOAD_RESULTS = ("applied", "failed")
+# From a fraction of a second (a healthy destination) to a day (retries through an outage).
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+STATS_TIMEOUT_S = 2.0
+# What generate_latest writes; every Prometheus version reads it.
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """The gateway's counters, gauges and histogram, in their own CollectorRegistry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        self.events = Counter(
+            "gateway_events_received", "Webhook requests by source and outcome.", ["source", "outcome"],
+            registry=self.registry,
+        )
+        self.route_matches = Counter(
+            "gateway_route_matches", "Events matched, by route.", ["route"], registry=self.registry
+        )
+        self.deliveries = Counter(
+            "gateway_deliveries", "Deliveries finished, by destination and final outcome (delivered, dead).",
+            ["destination", "outcome"], registry=self.registry,
+        )
+        self.attempts = Counter(
+            "gateway_delivery_attempts",
+            "Delivery attempts by destination and result: 2xx..5xx, timeout, connection, invalid, not_sent.",
+            ["destination", "result"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "gateway_delivery_latency_seconds", "From event received to delivered, by destination.",
+            ["destination"], buckets=LATENCY_BUCKETS_S, registry=self.registry,
+        )
+        self.pending = Gauge("gateway_queue_pending", "Deliveries waiting to be sent.", registry=self.registry)
+        self.oldest_due_age = Gauge(
+            "gateway_queue_oldest_due_age_seconds", "How long the most overdue pending delivery has been due.",
+            registry=self.registry,
+        )
+        self.dead = Gauge("gateway_dead_letters", "Deliveries given up on, kept for replay.", registry=self.registry)
+        self.reloads = Counter(
+            "gateway_config_reloads", "Config reloads by result (applied, failed).", ["result"],
+            registry=self.registry,
+        )
+        for result in RELOAD_RESULTS:
+            self.reloads.labels(result)
+
+    def track_config(self, loaded: LoadedConfig) -> None:
+        """Show the config's sources, routes and destinations at 0 before anything happens to them."""
+        for source in loaded.config.sources:
+            for outcome in EVENT_OUTCOMES:
+                self.events.labels(source, outcome)
+        for route in loaded.routes:
+            self.route_matches.labels(route.name)
+        for destination in loaded.config.destinations:
+            for final in FINAL_OUTCOMES:
+                self.deliveries.labels(destination, final)
+
+    def ingested(self, source: str, accepted: Accepted) -> None:
+        result = accepted.result
+        outcome = "validation" if result is None else "duplicate" if result.duplicate else "accepted"
+        self.events.labels(source, outcome).inc()
+        for route in accepted.routes:
+            self.route_matches.labels(route).inc()
+
+    def rejected(self, source: str, error: GatewayError) -> None:
+        self.events.labels(source, rejection_outcome(error)).inc()
+
+    def attempted(self, delivery: Delivery, result: AttemptResult) -> None:
+        """The worker's `on_attempt` callback."""
+        self.attempts.labels(delivery.destination, attempt_result(result)).inc()
+        if result.status is DeliveryStatus.PENDING:
+            return
+        self.deliveries.labels(delivery.destination, result.status.value).inc()
+        if result.status is DeliveryStatus.DELIVERED:
+            attempt = result.attempt
+            finished_at_ms = attempt.started_at_ms + attempt.elapsed_ms
+            self.latency.labels(delivery.destination).observe(max(0.0, finished_at_ms - delivery.created_at_ms) / 1000)
+
+    def reloaded(self, applied: bool) -> None:
+        self.reloads.labels("applied" if applied else "failed").inc()
+
+    async def refresh_queue(self, store: Store, now_ms: int) -> None:
+        """Set the queue gauges from `store.stats()`; on a store outage they keep their last values."""
+        try:
+            async with asyncio.timeout(STATS_TIMEOUT_S):
+                stats = await store.stats()
+        except (StoreUnavailable, TimeoutError) as exc:
+            log.warning("queue gauges not refreshed: %s", exc or "the store did not answer in time")
+            return
+        self.pending.set(stats.pending)
+        self.dead.set(stats.dead)
+        oldest_ms = stats.oldest_due_ms
+        self.oldest_due_age.set(max(0, now_ms - oldest_ms) / 1000 if oldest_ms is not None else 0)
+
+
+def rejection_outcome(error: GatewayError) -> str:
+    if isinstance(error, SignatureError):
+        return "bad_signature"
+    if isinstance(error, PayloadError):
+        return "too_large" if error.status == 413 else "bad_json"
+    return "unavailable"
+
+
+def attempt_result(result: AttemptResult) -> str:
+    """`2xx`..`5xx` for an answer; otherwise the failure kind that starts the error (see gateway.classify)."""
+    attempt = result.attempt
+    if attempt.status_code is not None:
+        return f"{attempt.status_code // 100}xx"
+    kind = (attempt.error or "").partition(":")[0]
+    return kind if kind in ("timeout", "connection", "invalid") else "not_sent"
+
+
+def exposition(metrics: Metrics) -> web.Response:
+    """The registry in Prometheus' text format."""
+    return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": TEXT_FORMAT})
+
+
+METRICS = web.AppKey("metrics", Metrics)

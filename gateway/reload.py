@@ -1,0 +1,149 @@
+"""Hot reload: on SIGHUP, and when the config file changes, load it in full and swap it in whole.
+
+A config that fails to load changes nothing: the old one keeps serving and every problem is
+logged. Requests in flight finish under the config they started with (they read
+`ConfigHolder.active` once). Settings bound at start-up are reported as needing a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from gateway.config import LoadedConfig, load_config
+from gateway.errors import ConfigError
+from gateway.logs import remember_secrets
+from gateway.metrics import Metrics
+from gateway.runtime import ConfigHolder
+from gateway.schema import GatewayConfig, StorageConfig
+
+log = logging.getLogger("gateway.reload")
+
+POLL_INTERVAL_S = 1.0
+# Bound at start-up: the listening socket, the drain on shutdown, the store connection.
+RESTART_ONLY: dict[str, tuple[str, ...]] = {
+    "server": ("host", "port", "shutdown_grace"),
+    "storage": tuple(StorageConfig.model_fields),
+}
+
+Fingerprint = tuple[int, int, str]
+OnApplied = Callable[[LoadedConfig], Awaitable[None]]
+
+
+def needs_restart(old: GatewayConfig, new: GatewayConfig) -> list[str]:
+    """Settings that differ between `old` and `new` but only take effect on a restart, as YAML paths."""
+    return [
+        f"{section}.{name}"
+        for section, names in RESTART_ONLY.items()
+        for name in names
+        if getattr(getattr(old, section), name) != getattr(getattr(new, section), name)
+    ]
+
+
+def fingerprint(path: Path) -> Fingerprint | None:
+    """mtime, size and content hash of `path`; None while it cannot be read (an editor replacing it)."""
+    try:
+        stat = path.stat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, digest
+
+
+class Reloader:
+    """Reloads the file of `holder`'s config; `on_applied` passes a new config on (to the worker...)."""
+
+    def __init__(
+        self,
+        holder: ConfigHolder,
+        on_applied: OnApplied,
+        metrics: Metrics | None = None,
+        poll_interval_s: float = POLL_INTERVAL_S,
+    ) -> None:
+        self._holder = holder
+        self._on_applied = on_applied
+        self._metrics = metrics
+        self._poll_interval_s = poll_interval_s
+        self._requested = asyncio.Event()
+
+    def request(self) -> None:
+        """Reload as soon as possible, whether or not the file changed (SIGHUP)."""
+        self._requested.set()
+
+    async def reload(self, why: str) -> bool:
+        """Load the config file again and apply it if valid; True when applied."""
+        old = self._holder.active.loaded
+        try:
+            new = await asyncio.to_thread(load_config, old.file)
+        except ConfigError as exc:
+            log.error(
+                "config reload (%s) rejected, %d problem(s); still serving the previous config",
+                why, len(exc.problems), extra={"config": exc.file},
+            )
+            for problem in exc.problems:
+                log.error("%s: %s", exc.file, problem, extra={"config": exc.file})
+            self._count(applied=False)
+            return False
+        remember_secrets(new)
+        self._holder.swap(new)
+        await self._on_applied(new)
+        for setting in needs_restart(old.config, new.config):
+            log.warning("config reload: %s changed; it needs a restart to take effect", setting)
+        config = new.config
+        log.info(
+            "config reloaded (%s): %d sources, %d destinations, %d routes",
+            why, len(config.sources), len(config.destinations), len(config.routes), extra={"config": str(new.file)},
+        )
+        self._count(applied=True)
+        return True
+
+    async def watch(self) -> None:
+        """Reload on `request()` and whenever the file's fingerprint changes, until cancelled."""
+        path = self._holder.active.loaded.file
+        seen = await asyncio.to_thread(fingerprint, path)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_interval_s):
+                    await self._requested.wait()
+            current = await asyncio.to_thread(fingerprint, path)
+            if self._requested.is_set():
+                self._requested.clear()
+                seen = current
+                await self._reload_logged("SIGHUP")
+            elif current is not None and current != seen:
+                seen = current
+                await self._reload_logged("file changed")
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Watch the file and answer SIGHUP while the block runs."""
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, self.request)
+            hooked = True
+        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread, or no SIGHUP here
+            hooked = False
+        task = asyncio.create_task(self.watch(), name="config-reload")
+        try:
+            yield
+        finally:
+            if hooked:
+                loop.remove_signal_handler(signal.SIGHUP)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _reload_logged(self, why: str) -> None:
+        try:
+            await self.reload(why)
+        except Exception:  # a bug must not end the watch: later edits still get their chance
+            log.exception("config reload (%s) failed unexpectedly", why)
+            self._count(applied=False)
+
+    def _count(self, applied: bool) -> None:
+        if self._metrics is not None:
+            self._metrics.reloaded(applied)
