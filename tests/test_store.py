@@ -10,7 +10,8 @@ import os
 import sqlite3
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,11 @@ from gateway.model import (
     StoredEvent,
 )
 from gateway.store.base import Store
+from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SqliteStore
+from tests.redis_server import RedisServer, running_server
 
-BACKENDS = [pytest.param("sqlite", id="sqlite")]
+BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("redis", id="redis")]
 REPO = Path(__file__).resolve().parents[1]
 
 T0 = 1_700_000_000_000
@@ -43,17 +46,26 @@ PENDING, DELIVERED, DEAD = DeliveryStatus.PENDING, DeliveryStatus.DELIVERED, Del
 StoreFactory = Callable[[], Store]
 
 
-def store_factory(backend: str, tmp_path: Path) -> StoreFactory:
+def store_factory(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> StoreFactory:
     """Builds unopened stores that all see the same data, so a test can close and reopen."""
     if backend == "sqlite":
         return lambda: SqliteStore(tmp_path / "data" / "gateway.db")
+    if backend == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        prefix = f"test-{uuid.uuid4().hex}:"  # one server for the session, its own keys for each test
+        return lambda: RedisStore(server.url, prefix=prefix)
     raise ValueError(f"no store backend named {backend!r}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    yield from running_server(tmp_path_factory.mktemp("redis"))
 
 
 @pytest.fixture(params=BACKENDS)
 def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     backend: str = request.param
-    return store_factory(backend, tmp_path)
+    return store_factory(backend, tmp_path, request)
 
 
 @pytest.fixture

@@ -1,0 +1,512 @@
+"""The shared store: one Redis server behind any number of gateway replicas.
+
+Every write is one Lua script, so it is atomic: a replica that dies mid-call leaves all of
+the write or none of it. Keys (all under a prefix, default `gw:`):
+
+    event:<id>                  hash: id, source, received_at_ms, body, dedupe_key
+    event_deliveries:<id>       set of the event's delivery ids
+    bare                        zset of events without deliveries, by received_at_ms (pruned by age)
+    delivery:<id>               hash: the Delivery's fields (absent field = None)
+    attempts:<delivery id>      list of JSON attempts, oldest first
+    due:<destination>           zset of pending delivery ids by next_attempt_at_ms
+    destinations                set of every destination that ever had a pending delivery
+    created, status:<status>    zsets of delivery ids by created_at_ms, for listing
+    dedupe:<source>:<key>       "<received_at_ms>:<event id>" of the last stored event with that body
+
+Leases work as in SQLite: `claim` re-scores a due delivery to `now + lease` and gives it a
+fresh `lease_token`. This is our equivalent of a stream's XAUTOCLAIM: when a replica dies
+holding leases, its deliveries simply come due again when the lease runs out and any
+replica claims them; `finish` only moves a delivery whose token still matches.
+
+Times come from the callers, never from Redis, as the Store contract asks. Durability is
+Redis's: run it with `appendonly yes` and `appendfsync always` (checked, with a warning, on open).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError, ResponseError
+
+from gateway.errors import StoreUnavailable
+from gateway.model import (
+    Attempt,
+    AttemptResult,
+    Delivery,
+    DeliveryFilter,
+    DeliveryStatus,
+    IngestResult,
+    NewDelivery,
+    NewEvent,
+    QueueStats,
+    RenderedRequest,
+    StoredEvent,
+)
+from gateway.store.base import Store
+
+log = logging.getLogger("gateway.store")
+
+DATA_VERSION = 1
+TIMEOUT_S = 5.0
+MAX_CONNECTIONS = 32
+_PRUNE_CHUNK = 500
+_LIST_PAGE = 200
+
+_INGEST = """
+local P, window = ARGV[1], tonumber(ARGV[2])
+local function record(i)  -- ARGV[i] = n, then n field/value pairs: returns them and a table of them
+  local flat, fields = {}, {}
+  for j = 1, 2 * tonumber(ARGV[i]), 2 do
+    flat[j], flat[j + 1] = ARGV[i + j], ARGV[i + j + 1]
+    fields[ARGV[i + j]] = ARGV[i + j + 1]
+  end
+  return flat, fields, i + #flat + 1
+end
+local event_flat, event, i = record(3)
+local seen_key = P .. 'dedupe:' .. event.source .. ':' .. event.dedupe_key
+local received = tonumber(event.received_at_ms)
+if window > 0 then
+  local seen = redis.call('GET', seen_key)
+  if seen then
+    local at, first = string.match(seen, '^(%-?%d+):(.*)$')
+    if received - tonumber(at) < window then return {1, first} end
+  end
+end
+if redis.call('EXISTS', P .. 'event:' .. event.id) == 1 then
+  return redis.error_reply('event id ' .. event.id .. ' is taken')
+end
+local deliveries, taken = {}, {}
+while i <= #ARGV do
+  local flat, fields
+  flat, fields, i = record(i)
+  if taken[fields.id] or redis.call('EXISTS', P .. 'delivery:' .. fields.id) == 1 then
+    return redis.error_reply('delivery id ' .. fields.id .. ' is taken')
+  end
+  taken[fields.id] = true
+  deliveries[#deliveries + 1] = {flat, fields}
+end
+redis.call('HSET', P .. 'event:' .. event.id, unpack(event_flat))
+if #deliveries == 0 then redis.call('ZADD', P .. 'bare', received, event.id) end
+for _, delivery in ipairs(deliveries) do
+  local flat, d = delivery[1], delivery[2]
+  redis.call('HSET', P .. 'delivery:' .. d.id, unpack(flat))
+  redis.call('SADD', P .. 'event_deliveries:' .. event.id, d.id)
+  redis.call('ZADD', P .. 'created', received, d.id)
+  redis.call('ZADD', P .. 'status:' .. d.status, received, d.id)
+  if d.status == 'pending' then
+    redis.call('ZADD', P .. 'due:' .. d.destination, d.next_attempt_at_ms, d.id)
+    redis.call('SADD', P .. 'destinations', d.destination)
+  end
+end
+if window > 0 then redis.call('SET', seen_key, event.received_at_ms .. ':' .. event.id, 'PX', window) end
+return {0, event.id}
+"""
+
+_CLAIM = """
+local P, now, due_at, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local claimed = {}
+for i = 5, #ARGV, 2 do
+  local due = P .. 'due:' .. ARGV[i]
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, ARGV[i + 1])) do
+    local key = P .. 'delivery:' .. id
+    redis.call('ZADD', due, due_at, id)
+    redis.call('HSET', key, 'next_attempt_at_ms', due_at, 'lease_token', token .. '-' .. (#claimed + 1))
+    claimed[#claimed + 1] = redis.call('HGETALL', key)
+  end
+end
+return claimed
+"""
+
+_FINISH = """
+local P, id, token, status, next_at, ended_at, attempt, error = unpack(ARGV)
+local key = P .. 'delivery:' .. id
+if redis.call('EXISTS', key) == 0 then return 0 end
+redis.call('RPUSH', P .. 'attempts:' .. id, attempt)
+local held, current, destination, created = unpack(
+  redis.call('HMGET', key, 'lease_token', 'status', 'destination', 'created_at_ms'))
+if token == '' or held ~= token or current ~= 'pending' then return 0 end
+redis.call('HINCRBY', key, 'attempts', 1)
+redis.call('HSET', key, 'status', status, 'updated_at_ms', ended_at)
+redis.call('HDEL', key, 'lease_token')
+if error then redis.call('HSET', key, 'last_error', error) else redis.call('HDEL', key, 'last_error') end
+if next_at ~= '' then redis.call('HSET', key, 'next_attempt_at_ms', next_at) end
+local due = P .. 'due:' .. destination
+if status == 'pending' then
+  if next_at ~= '' then redis.call('ZADD', due, next_at, id) end
+else
+  redis.call('ZREM', due, id)
+  redis.call('ZREM', P .. 'status:pending', id)
+  redis.call('ZADD', P .. 'status:' .. status, created, id)
+end
+return 1
+"""
+
+_REQUEUE = """
+local P, now = ARGV[1], ARGV[2]
+local count, i = 0, 3
+while i <= #ARGV do
+  local id, n = ARGV[i], tonumber(ARGV[i + 1])
+  local key = P .. 'delivery:' .. id
+  local status, destination, created, method = unpack(
+    redis.call('HMGET', key, 'status', 'destination', 'created_at_ms', 'method'))
+  if status and status ~= 'pending' and (n > 0 or method) then
+    for j = i + 2, i + 1 + 2 * n, 2 do redis.call('HSET', key, ARGV[j], ARGV[j + 1]) end
+    redis.call('HSET', key, 'status', 'pending', 'attempts', 0, 'next_attempt_at_ms', now, 'updated_at_ms', now)
+    redis.call('HDEL', key, 'lease_token')
+    redis.call('ZREM', P .. 'status:' .. status, id)
+    redis.call('ZADD', P .. 'status:pending', created, id)
+    redis.call('ZADD', P .. 'due:' .. destination, now, id)
+    redis.call('SADD', P .. 'destinations', destination)
+    count = count + 1
+  end
+  i = i + 2 + 2 * n
+end
+return count
+"""
+
+_PRUNE = """
+local P, before, chunk = ARGV[1], '(' .. ARGV[2], ARGV[3]
+local delivered = redis.call('ZRANGEBYSCORE', P .. 'status:delivered', '-inf', before, 'LIMIT', 0, chunk)
+for _, id in ipairs(delivered) do
+  local key = P .. 'delivery:' .. id
+  local event_id = redis.call('HGET', key, 'event_id')
+  redis.call('DEL', key, P .. 'attempts:' .. id)
+  redis.call('ZREM', P .. 'status:delivered', id)
+  redis.call('ZREM', P .. 'created', id)
+  if event_id then
+    local siblings = P .. 'event_deliveries:' .. event_id
+    redis.call('SREM', siblings, id)
+    local received = redis.call('HGET', P .. 'event:' .. event_id, 'received_at_ms')
+    if received and redis.call('SCARD', siblings) == 0 then redis.call('ZADD', P .. 'bare', received, event_id) end
+  end
+end
+local bare = redis.call('ZRANGEBYSCORE', P .. 'bare', '-inf', before, 'LIMIT', 0, chunk)
+for _, id in ipairs(bare) do
+  redis.call('DEL', P .. 'event:' .. id)
+  redis.call('ZREM', P .. 'bare', id)
+end
+return {#delivered, #bare}
+"""
+
+_STATS = """
+local P = ARGV[1]
+local stats = {redis.call('ZCARD', P .. 'status:dead')}
+for _, destination in ipairs(redis.call('SMEMBERS', P .. 'destinations')) do
+  local due = P .. 'due:' .. destination
+  local first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
+  if first[2] then
+    stats[#stats + 1] = destination
+    stats[#stats + 1] = redis.call('ZCARD', due)
+    stats[#stats + 1] = first[2]
+  end
+end
+return stats
+"""
+
+
+@contextlib.contextmanager
+def redis_errors(doing: str) -> Iterator[None]:
+    """Turn any Redis failure (down, timeout, refused write) into StoreUnavailable."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable(f"Redis store cannot {doing}: {exc}") from exc
+
+
+def connect(url: str) -> Redis:
+    """A client with a bounded pool and no silent retries: a call runs once or fails with StoreUnavailable."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=TIMEOUT_S,
+        socket_timeout=TIMEOUT_S,
+        socket_connect_timeout=TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return Redis.from_pool(pool)
+
+
+@dataclass(frozen=True)
+class _Scripts:
+    ingest: AsyncScript
+    claim: AsyncScript
+    finish: AsyncScript
+    requeue: AsyncScript
+    prune: AsyncScript
+    stats: AsyncScript
+
+    @classmethod
+    def on(cls, client: Redis) -> _Scripts:
+        return cls(*(client.register_script(lua) for lua in (_INGEST, _CLAIM, _FINISH, _REQUEUE, _PRUNE, _STATS)))
+
+
+class RedisStore(Store):
+    """The `Store` on a Redis server at `url`; `prefix` namespaces its keys (one gateway per prefix)."""
+
+    def __init__(self, url: str, prefix: str = "gw:") -> None:
+        self._url = url
+        self.prefix = prefix
+        self._client: Redis | None = None
+        self._scripts: _Scripts | None = None
+
+    @property
+    def client(self) -> Redis:
+        """The open connection pool, for what shares this Redis (RedisLimits)."""
+        if self._client is None:
+            raise StoreUnavailable("Redis store is not open")
+        return self._client
+
+    async def open(self) -> None:
+        client = connect(self._url)
+        try:
+            with redis_errors("open"):
+                await client.set(self._key("version"), DATA_VERSION, nx=True)
+                version = int(cast(bytes, await client.get(self._key("version"))))
+                await _warn_unless_durable(client)
+            if version > DATA_VERSION:
+                known = DATA_VERSION
+                raise StoreUnavailable(f"Redis data version {version} is newer than this gateway knows ({known})")
+        except BaseException:
+            await client.aclose()
+            raise
+        self._client, self._scripts = client, _Scripts.on(client)
+
+    async def close(self) -> None:
+        client, self._client, self._scripts = self._client, None, None
+        if client is not None:
+            await client.aclose()
+
+    async def ping(self) -> None:
+        with redis_errors("write"):
+            await self.client.set(self._key("ping"), "1")
+
+    async def ingest(self, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int) -> IngestResult:
+        event_fields = {
+            "id": event.id, "source": event.source, "received_at_ms": event.received_at_ms, "body": event.body,
+            "dedupe_key": event.dedupe_key,
+        }  # fmt: skip
+        args: list[Any] = [self.prefix, dedupe_window_ms, *_counted(event_fields)]
+        for new in deliveries:
+            args += _counted(_new_delivery_fields(event, new))
+        with redis_errors("store the event"):
+            duplicate, event_id = await self._run().ingest(args=args)
+        if duplicate:
+            return IngestResult(event_id=event_id.decode(), deliveries=0, duplicate=True)
+        return IngestResult(event_id=event.id, deliveries=len(deliveries))
+
+    async def claim(self, capacity: Mapping[str, int], now_ms: int, lease_ms: int) -> list[Delivery]:
+        wanted = [item for destination, limit in capacity.items() if limit > 0 for item in (destination, limit)]
+        if not wanted:
+            return []
+        args = [self.prefix, now_ms, now_ms + lease_ms, uuid.uuid4().hex, *wanted]
+        with redis_errors("claim deliveries"):
+            claimed = await self._run().claim(args=args)
+        return [_delivery(_pairs(flat)) for flat in claimed]
+
+    async def finish(self, delivery: Delivery, result: AttemptResult) -> bool:
+        attempt = result.attempt
+        record = [attempt.number, attempt.started_at_ms, attempt.elapsed_ms, attempt.status_code, attempt.error,
+                  attempt.response_excerpt]  # fmt: skip
+        next_at = "" if result.next_attempt_at_ms is None else result.next_attempt_at_ms
+        args = [self.prefix, delivery.id, delivery.lease_token or "", result.status.value, next_at,
+                attempt.started_at_ms + round(attempt.elapsed_ms), json.dumps(record)]  # fmt: skip
+        if attempt.error is not None:
+            args.append(attempt.error)
+        with redis_errors("record the attempt"):
+            return bool(await self._run().finish(args=args))
+
+    async def next_due_ms(self) -> int | None:
+        return (await self.stats()).oldest_due_ms
+
+    async def get_event(self, event_id: str) -> StoredEvent | None:
+        with redis_errors("read"):
+            fields = cast(dict[bytes, bytes], await self.client.hgetall(self._key("event", event_id)))
+        if not fields:
+            return None
+        return StoredEvent(fields[b"id"].decode(), fields[b"source"].decode(), int(fields[b"received_at_ms"]),
+                           fields[b"body"])  # fmt: skip
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        found = await self._load([delivery_id])
+        return found[0] if found else None
+
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]:
+        with redis_errors("read"):
+            records = await self.client.lrange(self._key("attempts", delivery_id), 0, -1)
+        return [Attempt(delivery_id, *json.loads(record)) for record in records]
+
+    async def list_deliveries(self, where: DeliveryFilter) -> list[Delivery]:
+        if where.ids is None and where.event_id is None:
+            return await self._scan(where)
+        if where.ids is not None:
+            candidates = list(dict.fromkeys(where.ids))
+        else:
+            siblings = self._key("event_deliveries", where.event_id or "")
+            with redis_errors("read"):
+                members = cast(set[bytes], await self.client.smembers(siblings))
+            candidates = [member.decode() for member in members]
+        found = [delivery for delivery in await self._load(candidates) if _matches(delivery, where)]
+        found.sort(key=lambda delivery: (delivery.created_at_ms, delivery.id), reverse=True)
+        return found[: where.limit]
+
+    async def requeue(
+        self, delivery_ids: list[str], now_ms: int, requests: Mapping[str, RenderedRequest] | None = None
+    ) -> int:
+        args: list[Any] = [self.prefix, now_ms]
+        for delivery_id in delivery_ids:
+            request = (requests or {}).get(delivery_id)
+            args += [delivery_id, *_counted(_request_fields(request) if request is not None else {})]
+        with redis_errors("requeue"):
+            return int(await self._run().requeue(args=args))
+
+    async def prune(self, before_ms: int) -> int:
+        # In chunks, each its own script, so a large prune never blocks Redis for long.
+        events = 0
+        while True:
+            with redis_errors("prune"):
+                deliveries, chunk_events = await self._run().prune(args=[self.prefix, before_ms, _PRUNE_CHUNK])
+            events += chunk_events
+            if deliveries < _PRUNE_CHUNK and chunk_events < _PRUNE_CHUNK:
+                return int(events)
+
+    async def stats(self) -> QueueStats:
+        with redis_errors("read"):
+            dead, *per_destination = await self._run().stats(args=[self.prefix])
+        names, counts, firsts = per_destination[0::3], per_destination[1::3], per_destination[2::3]
+        pending = {name.decode(): int(count) for name, count in zip(names, counts, strict=True)}
+        oldest = min((int(first) for first in firsts), default=None)
+        return QueueStats(pending=sum(pending.values()), dead=int(dead), oldest_due_ms=oldest, by_destination=pending)
+
+    def _run(self) -> _Scripts:
+        if self._scripts is None:
+            raise StoreUnavailable("Redis store is not open")
+        return self._scripts
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def _load(self, delivery_ids: Sequence[str]) -> list[Delivery]:
+        """The deliveries that exist among `delivery_ids`, in that order."""
+        if not delivery_ids:
+            return []
+        with redis_errors("read"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for delivery_id in delivery_ids:
+                    pipe.hgetall(self._key("delivery", delivery_id))
+                found = await pipe.execute()
+        return [_delivery(fields) for fields in found if fields]
+
+    async def _scan(self, where: DeliveryFilter) -> list[Delivery]:
+        """Walk the created-time index (all, or one status), newest first, filtering the rest here."""
+        index = self._key("status", where.status.value) if where.status else self._key("created")
+        low = "-inf" if where.since_ms is None else where.since_ms
+        found: dict[str, Delivery] = {}
+        offset = 0
+        while len(found) < where.limit:
+            with redis_errors("read"):
+                page = cast(list[bytes], await self.client.zrevrangebyscore(index, "+inf", low, offset, _LIST_PAGE))
+            for delivery in await self._load([member.decode() for member in page]):
+                if _matches(delivery, where) and len(found) < where.limit:
+                    found.setdefault(delivery.id, delivery)
+            if len(page) < _LIST_PAGE:
+                break
+            offset += _LIST_PAGE
+        return list(found.values())
+
+
+async def _warn_unless_durable(client: Redis) -> None:
+    """Ingest answers 200 once Redis has the event: only an fsync'd AOF keeps it through a Redis crash."""
+    try:
+        config = await client.config_get("append*")
+    except ResponseError:  # CONFIG is often disabled on managed Redis; nothing to check then
+        return
+    appendonly, appendfsync = config.get("appendonly"), config.get("appendfsync")
+    if (appendonly, appendfsync) != ("yes", "always"):
+        log.warning(
+            "Redis runs with appendonly=%s appendfsync=%s: events it acknowledged can be lost if Redis crashes. "
+            "Set appendonly yes and appendfsync always on the Redis server.",
+            appendonly, appendfsync,
+        )  # fmt: skip
+
+
+def _counted(fields: Mapping[str, Any]) -> list[Any]:
+    """A record as script arguments: its number of fields, then field, value, field, value..."""
+    return [len(fields), *(item for pair in fields.items() for item in pair)]
+
+
+def _new_delivery_fields(event: NewEvent, new: NewDelivery) -> dict[str, Any]:
+    status = DeliveryStatus.PENDING if new.request is not None else DeliveryStatus.DEAD
+    at_ms = event.received_at_ms
+    fields: dict[str, Any] = {
+        "id": new.id, "event_id": event.id, "route": new.route, "destination": new.destination,
+        "status": status.value, "attempts": 0, "max_attempts": new.max_attempts, "next_attempt_at_ms": at_ms,
+        "created_at_ms": at_ms, "updated_at_ms": at_ms,
+    }  # fmt: skip
+    if new.request is not None:
+        fields.update(_request_fields(new.request))
+    if new.error is not None:
+        fields["last_error"] = new.error
+    return fields
+
+
+def _request_fields(request: RenderedRequest) -> dict[str, Any]:
+    return {"method": request.method, "url": request.url, "headers": json.dumps(request.headers),
+            "body": request.body}  # fmt: skip
+
+
+def _pairs(flat: Iterable[bytes]) -> dict[bytes, bytes]:
+    items = iter(flat)
+    return dict(zip(items, items, strict=True))
+
+
+def _delivery(fields: Mapping[bytes, bytes]) -> Delivery:
+    def text(name: bytes) -> str | None:
+        value = fields.get(name)
+        return None if value is None else value.decode()
+
+    def number(name: bytes) -> int:
+        return int(fields[name])
+
+    request = None
+    if b"method" in fields:
+        headers = json.loads(fields[b"headers"])
+        request = RenderedRequest(fields[b"method"].decode(), fields[b"url"].decode(), headers, fields[b"body"])
+    return Delivery(
+        id=fields[b"id"].decode(),
+        event_id=fields[b"event_id"].decode(),
+        route=fields[b"route"].decode(),
+        destination=fields[b"destination"].decode(),
+        status=DeliveryStatus(fields[b"status"].decode()),
+        attempts=number(b"attempts"),
+        max_attempts=number(b"max_attempts"),
+        next_attempt_at_ms=number(b"next_attempt_at_ms"),
+        created_at_ms=number(b"created_at_ms"),
+        updated_at_ms=number(b"updated_at_ms"),
+        request=request,
+        last_error=text(b"last_error"),
+        lease_token=text(b"lease_token"),
+    )
+
+
+def _matches(delivery: Delivery, where: DeliveryFilter) -> bool:
+    wanted = (
+        (where.status, delivery.status),
+        (where.route, delivery.route),
+        (where.destination, delivery.destination),
+        (where.event_id, delivery.event_id),
+    )
+    if any(want is not None and want != have for want, have in wanted):
+        return False
+    if where.ids is not None and delivery.id not in where.ids:
+        return False
+    return where.since_ms is None or delivery.created_at_ms >= where.since_ms
