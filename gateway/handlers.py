@@ -10,7 +10,7 @@ from gateway.appkeys import CLOCK, CONFIG, STORE, WORKER
 from gateway.errors import PayloadError, SignatureError, StoreUnavailable
 from gateway.httperrors import error_response
 from gateway.ingest import accept
-from gateway.metrics import METRICS, exposition
+from gateway.metrics import METRICS, exposition, rejection_outcome
 from gateway.verify import SIGNATURE_HEADER
 
 log = logging.getLogger("gateway.ingest")
@@ -59,10 +59,11 @@ async def ingest(request: web.Request) -> web.StreamResponse:
 def _rejection(
     request: web.Request, source: str, exc: SignatureError | PayloadError | StoreUnavailable
 ) -> web.Response:
+    fields = {"source": source, "outcome": rejection_outcome(exc)}
     if isinstance(exc, StoreUnavailable):
-        log.error("could not store an event from %s: %s", source, exc)
+        log.error("could not store an event from %s: %s", source, exc, extra=fields)
         return error_response(503, "the gateway cannot store events right now; retry later", {"Retry-After": "5"})
-    log.warning("rejected a request to %s: %s", request.path, exc)
+    log.warning("rejected a request to %s: %s", request.path, exc, extra=fields)
     return error_response(401 if isinstance(exc, SignatureError) else exc.status, str(exc))
 
 

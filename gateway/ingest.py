@@ -59,7 +59,16 @@ async def accept(
     result = await store.ingest(event, deliveries, int(source_config.dedupe_window * 1000))
     matched = tuple(verdict.route for verdict in verdicts)
     if result.duplicate:
-        log.info("event %s from %s is a duplicate of %s; not routed again", event_id, source, result.event_id)
+        log.info(
+            "event %s from %s is a duplicate of %s; not routed again", event_id, source, result.event_id,
+            extra={"event_id": result.event_id, "source": source, "outcome": "duplicate"},
+        )
     else:
-        log.info("event %s from %s stored: routes %s, %d deliveries", event_id, source, list(matched), len(deliveries))
+        log.info(
+            "event %s from %s stored: routes %s, %d deliveries", event_id, source, list(matched), len(deliveries),
+            extra={
+                "event_id": event_id, "source": source, "outcome": "accepted", "routes": list(matched),
+                "deliveries": len(deliveries),
+            },
+        )
     return Accepted(result, () if result.duplicate else matched)

@@ -7,6 +7,7 @@ stay masked, since deliveries queued under it still carry them.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import sys
@@ -98,13 +99,18 @@ def _url_secrets(url: str, webhook: bool) -> set[str]:
         password = parts.password
     except ValueError:
         return set()
-    found = {password} if password else set()
+    found = {password, _basic_credentials(parts.username or "", password)} if password else set()
     if webhook:
         found.add(parts.path)
     for name, value in parse_qsl(parts.query):
         if _PATTERNS.url(f"?{name}=x") != f"?{name}=x":  # the masker's own notion of a secret parameter
             found.add(value)
     return found
+
+
+def _basic_credentials(user: str, password: str) -> str:
+    """What an HTTP client sends for a URL's `user:password@` (Authorization: Basic ...)."""
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def _is_template(value: str) -> bool:
@@ -157,11 +163,16 @@ def default_format(stream: TextIO) -> LogFormat:
     return "text" if stream.isatty() else "json"
 
 
-def setup_logging(log_format: LogFormat | None = None, level: str = "info", stream: TextIO | None = None) -> None:
-    """Send every logger's records to `stream` (stderr), masked, in `log_format` (default: by `default_format`)."""
+def make_handler(log_format: LogFormat | None = None, stream: TextIO | None = None) -> logging.Handler:
+    """A handler writing masked records to `stream` (stderr) in `log_format` (default: by `default_format`)."""
     out = stream or sys.stderr
     handler = logging.StreamHandler(out)
     handler.addFilter(MaskingFilter())
     chosen = log_format or default_format(out)
     handler.setFormatter(JsonFormatter() if chosen == "json" else logging.Formatter(TEXT_FORMAT))
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    return handler
+
+
+def setup_logging(log_format: LogFormat | None = None, level: str = "info") -> None:
+    """Send every logger's records to stderr through `make_handler`, from `level` up."""
+    logging.basicConfig(level=level.upper(), handlers=[make_handler(log_format)], force=True)
