@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.config import load_config
+from gateway.config import LoadedConfig, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import LOG_FORMATS, LOG_LEVELS, SECRETS, remember_secrets, setup_logging
 
@@ -20,8 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
         return code
     except ConfigError as exc:
-        print(f"{exc.file}: {len(exc.problems)} problem(s) in the config:", file=sys.stderr)
-        print(SECRETS.mask(exc.render()), file=sys.stderr)
+        _print_problems(exc, "the config")
         return 1
     except GatewayError as exc:
         print(f"error: {SECRETS.mask(str(exc))}", file=sys.stderr)
@@ -56,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
 
     test = sub.add_parser("test", help="dry run: show what a payload would do, without sending anything")
     _config_arg(test)
-    test.add_argument("payload", type=Path, help="a JSON payload file, as Missive would POST it")
+    test.add_argument("payload", type=Path, nargs="?", help="a JSON payload file, as Missive would POST it")
+    test.add_argument("--cases", type=Path, help="run the rule tests in this cases file instead; exit 1 if any fails")
     test.add_argument("--source", help="source the payload arrives on (needed with several sources)")
     test.add_argument("--json", action="store_true", help="print one JSON object")
     test.set_defaults(run=_test)
@@ -91,10 +91,19 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_problems(exc: ConfigError, what: str) -> None:
+    print(f"{exc.file}: {len(exc.problems)} problem(s) in {what}:", file=sys.stderr)
+    print(SECRETS.mask(exc.render()), file=sys.stderr)
+
+
 def _test(args: argparse.Namespace) -> int:
     from gateway.dryrun import dry_run, format_text
 
+    if (args.payload is None) == (args.cases is None):
+        raise GatewayError("give either a PAYLOAD file or --cases CASES.yaml")
     loaded = load_config(args.config)
+    if args.cases is not None:
+        return _test_cases(args, loaded)
     try:
         body = args.payload.read_bytes()
     except OSError as exc:
@@ -102,6 +111,20 @@ def _test(args: argparse.Namespace) -> int:
     report = dry_run(loaded, body, args.source)
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_text(report))
     return 0
+
+
+def _test_cases(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    """`gateway test --cases`: every case's PASS/FAIL line; exit 1 when any fails or the file is broken."""
+    from gateway.cases import format_results, load_cases, results_document, run_cases
+
+    try:
+        cases = load_cases(args.cases, loaded, args.source)
+    except ConfigError as exc:
+        _print_problems(exc, "the cases file")
+        return 1
+    results = run_cases(loaded, cases)
+    print(json.dumps(results_document(results), indent=2, ensure_ascii=False) if args.json else format_results(results))
+    return 0 if all(result.passed for result in results) else 1
 
 
 def _serve(args: argparse.Namespace) -> int:
