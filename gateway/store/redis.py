@@ -24,11 +24,12 @@ Redis's: run it with `appendonly yes` and `appendfsync always` (checked, with a 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -258,6 +259,9 @@ class RedisStore(Store):
         self.prefix = prefix
         self._client: Redis | None = None
         self._scripts: _Scripts | None = None
+        self._calls = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def client(self) -> Redis:
@@ -282,13 +286,17 @@ class RedisStore(Store):
         self._client, self._scripts = client, _Scripts.on(client)
 
     async def close(self) -> None:
+        """Refuse new calls, let the calls in flight end, then disconnect."""
         client, self._client, self._scripts = self._client, None, None
         if client is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TIMEOUT_S):
+                    await self._idle.wait()
             await client.aclose()
 
     async def ping(self) -> None:
-        with redis_errors("write"):
-            await self.client.set(self._key("ping"), "1")
+        async with self._call("write") as (client, _):
+            await client.set(self._key("ping"), "1")
 
     async def ingest(self, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int) -> IngestResult:
         event_fields = {
@@ -298,8 +306,8 @@ class RedisStore(Store):
         args: list[Any] = [self.prefix, dedupe_window_ms, *_counted(event_fields)]
         for new in deliveries:
             args += _counted(_new_delivery_fields(event, new))
-        with redis_errors("store the event"):
-            duplicate, event_id = await self._run().ingest(args=args)
+        async with self._call("store the event") as (_, scripts):
+            duplicate, event_id = await scripts.ingest(args=args)
         if duplicate:
             return IngestResult(event_id=event_id.decode(), deliveries=0, duplicate=True)
         return IngestResult(event_id=event.id, deliveries=len(deliveries))
@@ -309,8 +317,8 @@ class RedisStore(Store):
         if not wanted:
             return []
         args = [self.prefix, now_ms, now_ms + lease_ms, uuid.uuid4().hex, *wanted]
-        with redis_errors("claim deliveries"):
-            claimed = await self._run().claim(args=args)
+        async with self._call("claim deliveries") as (_, scripts):
+            claimed = await scripts.claim(args=args)
         return [_delivery(_pairs(flat)) for flat in claimed]
 
     async def finish(self, delivery: Delivery, result: AttemptResult) -> bool:
@@ -322,15 +330,15 @@ class RedisStore(Store):
                 attempt.started_at_ms + round(attempt.elapsed_ms), json.dumps(record)]  # fmt: skip
         if attempt.error is not None:
             args.append(attempt.error)
-        with redis_errors("record the attempt"):
-            return bool(await self._run().finish(args=args))
+        async with self._call("record the attempt") as (_, scripts):
+            return bool(await scripts.finish(args=args))
 
     async def next_due_ms(self) -> int | None:
         return (await self.stats()).oldest_due_ms
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
-        with redis_errors("read"):
-            fields = cast(dict[bytes, bytes], await self.client.hgetall(self._key("event", event_id)))
+        async with self._call("read") as (client, _):
+            fields = cast(dict[bytes, bytes], await client.hgetall(self._key("event", event_id)))
         if not fields:
             return None
         return StoredEvent(fields[b"id"].decode(), fields[b"source"].decode(), int(fields[b"received_at_ms"]),
@@ -341,8 +349,8 @@ class RedisStore(Store):
         return found[0] if found else None
 
     async def list_attempts(self, delivery_id: str) -> list[Attempt]:
-        with redis_errors("read"):
-            records = await self.client.lrange(self._key("attempts", delivery_id), 0, -1)
+        async with self._call("read") as (client, _):
+            records = await client.lrange(self._key("attempts", delivery_id), 0, -1)
         return [Attempt(delivery_id, *json.loads(record)) for record in records]
 
     async def list_deliveries(self, where: DeliveryFilter) -> list[Delivery]:
@@ -352,8 +360,8 @@ class RedisStore(Store):
             candidates = list(dict.fromkeys(where.ids))
         else:
             siblings = self._key("event_deliveries", where.event_id or "")
-            with redis_errors("read"):
-                members = cast(set[bytes], await self.client.smembers(siblings))
+            async with self._call("read") as (client, _):
+                members = cast(set[bytes], await client.smembers(siblings))
             candidates = [member.decode() for member in members]
         found = [delivery for delivery in await self._load(candidates) if _matches(delivery, where)]
         found.sort(key=lambda delivery: (delivery.created_at_ms, delivery.id), reverse=True)
@@ -366,31 +374,41 @@ class RedisStore(Store):
         for delivery_id in delivery_ids:
             request = (requests or {}).get(delivery_id)
             args += [delivery_id, *_counted(_request_fields(request) if request is not None else {})]
-        with redis_errors("requeue"):
-            return int(await self._run().requeue(args=args))
+        async with self._call("requeue") as (_, scripts):
+            return int(await scripts.requeue(args=args))
 
     async def prune(self, before_ms: int) -> int:
         # In chunks, each its own script, so a large prune never blocks Redis for long.
         events = 0
         while True:
-            with redis_errors("prune"):
-                deliveries, chunk_events = await self._run().prune(args=[self.prefix, before_ms, _PRUNE_CHUNK])
+            async with self._call("prune") as (_, scripts):
+                deliveries, chunk_events = await scripts.prune(args=[self.prefix, before_ms, _PRUNE_CHUNK])
             events += chunk_events
             if deliveries < _PRUNE_CHUNK and chunk_events < _PRUNE_CHUNK:
                 return int(events)
 
     async def stats(self) -> QueueStats:
-        with redis_errors("read"):
-            dead, *per_destination = await self._run().stats(args=[self.prefix])
+        async with self._call("read") as (_, scripts):
+            dead, *per_destination = await scripts.stats(args=[self.prefix])
         names, counts, firsts = per_destination[0::3], per_destination[1::3], per_destination[2::3]
         pending = {name.decode(): int(count) for name, count in zip(names, counts, strict=True)}
         oldest = min((int(first) for first in firsts), default=None)
         return QueueStats(pending=sum(pending.values()), dead=int(dead), oldest_due_ms=oldest, by_destination=pending)
 
-    def _run(self) -> _Scripts:
-        if self._scripts is None:
+    @contextlib.asynccontextmanager
+    async def _call(self, doing: str) -> AsyncIterator[tuple[Redis, _Scripts]]:
+        """One call on the open store, counted so `close` can wait for it; Redis failures become StoreUnavailable."""
+        if self._client is None or self._scripts is None:
             raise StoreUnavailable("Redis store is not open")
-        return self._scripts
+        self._calls += 1
+        self._idle.clear()
+        try:
+            with redis_errors(doing):
+                yield self._client, self._scripts
+        finally:
+            self._calls -= 1
+            if not self._calls:
+                self._idle.set()
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -399,11 +417,10 @@ class RedisStore(Store):
         """The deliveries that exist among `delivery_ids`, in that order."""
         if not delivery_ids:
             return []
-        with redis_errors("read"):
-            async with self.client.pipeline(transaction=False) as pipe:
-                for delivery_id in delivery_ids:
-                    pipe.hgetall(self._key("delivery", delivery_id))
-                found = await pipe.execute()
+        async with self._call("read") as (client, _), client.pipeline(transaction=False) as pipe:
+            for delivery_id in delivery_ids:
+                pipe.hgetall(self._key("delivery", delivery_id))
+            found = await pipe.execute()
         return [_delivery(fields) for fields in found if fields]
 
     async def _scan(self, where: DeliveryFilter) -> list[Delivery]:
@@ -413,8 +430,8 @@ class RedisStore(Store):
         found: dict[str, Delivery] = {}
         offset = 0
         while len(found) < where.limit:
-            with redis_errors("read"):
-                page = cast(list[bytes], await self.client.zrevrangebyscore(index, "+inf", low, offset, _LIST_PAGE))
+            async with self._call("read") as (client, _):
+                page = cast(list[bytes], await client.zrevrangebyscore(index, "+inf", low, offset, _LIST_PAGE))
             for delivery in await self._load([member.decode() for member in page]):
                 if _matches(delivery, where) and len(found) < where.limit:
                     found.setdefault(delivery.id, delivery)

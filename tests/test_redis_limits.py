@@ -1,0 +1,280 @@
+"""RedisLimits: the same admission as LocalLimits, shared by replicas through one Redis server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway.clock import SystemClock
+from gateway.deliver import make_session
+from gateway.errors import StoreUnavailable
+from gateway.limits import Limits, LocalLimits
+from gateway.model import AttemptResult, Delivery, DeliveryStatus, NewDelivery, NewEvent, RenderedRequest
+from gateway.redis_limits import RedisLimits
+from gateway.schema import DestinationConfig
+from gateway.store.redis import RedisStore, connect
+from gateway.worker import LEASE_MARGIN_S, Worker
+from tests.fakes import FakeDestination, Reply
+from tests.redis_server import RedisServer, running_server
+
+T0 = 1_700_000_000_000
+TIMEOUT_S = 10.0
+SLOT_MS = round((TIMEOUT_S + LEASE_MARGIN_S) * 1000)
+
+
+def destination(**fields: Any) -> DestinationConfig:
+    return DestinationConfig.model_validate({"url": "http://unused.invalid/", "timeout": TIMEOUT_S, **fields})
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    yield from running_server(tmp_path_factory.mktemp("redis"))
+
+
+@pytest.fixture
+async def client(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    opened = connect(redis_server.url)
+    yield opened
+    await opened.aclose()
+
+
+Replicas = Callable[..., list[RedisLimits]]
+
+
+@pytest.fixture
+def replicas(client: Redis) -> Replicas:
+    """`replicas(n, d=config...)`: n RedisLimits over one server and prefix, like n gateway replicas."""
+    prefix = f"test-{uuid.uuid4().hex}:"
+
+    def make(count: int = 2, **destinations: DestinationConfig) -> list[RedisLimits]:
+        return [RedisLimits(client, destinations, prefix=prefix) for _ in range(count)]
+
+    return make
+
+
+# --- two replicas share one concurrency cap and one rate ---
+
+
+async def test_concurrency_is_shared_across_replicas(replicas: Replicas) -> None:
+    a, b = replicas(d=destination(concurrency=3))
+
+    assert await a.capacity("d", T0) == 3
+    await a.started("d", 2)  # the third slot goes back
+    assert await b.capacity("d", T0) == 1
+    await b.started("d", 1)
+    assert await a.capacity("d", T0) == 0
+    await a.started("d", 0)
+    await a.finished("d")
+    assert await b.capacity("d", T0) == 1
+    await b.started("d", 0)
+
+
+async def test_rate_is_shared_across_replicas(replicas: Replicas) -> None:
+    a, b = replicas(d=destination(concurrency=10, rate_limit="2/s"))
+
+    assert await a.capacity("d", T0) == 2  # a burst of one second's worth
+    await a.started("d", 2)
+    assert await b.capacity("d", T0) == 0
+    await b.started("d", 0)
+    assert await b.next_ready_ms("d") == T0 + 500
+    assert await b.capacity("d", T0 + 499) == 0
+    await b.started("d", 0)
+    assert await b.capacity("d", T0 + 500) == 1
+    await b.started("d", 1)
+    assert await a.capacity("d", T0 + 500) == 0
+
+
+async def test_unused_tokens_go_back_to_the_other_replicas(replicas: Replicas) -> None:
+    a, b = replicas(d=destination(concurrency=10, rate_limit="3/s"))
+
+    assert await a.capacity("d", T0) == 3
+    await a.started("d", 1)
+
+    assert await b.capacity("d", T0) == 2
+    assert await b.next_ready_ms("d") == T0 + 334  # the bucket is empty while b holds the last two
+
+
+async def test_a_dead_replicas_slots_free_up_after_its_lease(replicas: Replicas) -> None:
+    dead, alive = replicas(d=destination(concurrency=2))
+    assert await dead.capacity("d", T0) == 2
+    await dead.started("d", 2)  # ...and never finishes
+
+    assert await alive.capacity("d", T0 + SLOT_MS - 1) == 0
+    await alive.started("d", 0)
+    assert await alive.capacity("d", T0 + SLOT_MS) == 2
+
+
+async def test_replicas_asking_at_once_never_get_more_than_the_cap(replicas: Replicas) -> None:
+    many = replicas(8, d=destination(concurrency=5, rate_limit="100/s"))
+
+    granted = await asyncio.gather(*(limits.capacity("d", T0) for limits in many))
+
+    assert sum(granted) == 5
+    await asyncio.gather(*(limits.started("d", count) for limits, count in zip(many, granted, strict=True)))
+    assert await many[0].capacity("d", T0 + 1000) == 0
+
+
+async def test_an_unknown_destination_may_start_nothing(replicas: Replicas) -> None:
+    (limits,) = replicas(1, d=destination())
+
+    assert await limits.capacity("other", T0) == 0
+    assert await limits.next_ready_ms("other") is None
+    assert await limits.next_ready_ms("d") is None  # no rate limit: never held back by one
+
+
+# --- one replica answers exactly like LocalLimits ---
+
+Step = tuple[str, int]  # ("capacity", now offset ms) | ("started", count) | ("finished", 0) | ("next_ready", 0)
+
+
+@pytest.mark.parametrize(
+    ("config", "steps"),
+    [
+        pytest.param(
+            {"concurrency": 2, "rate_limit": "1/s"},
+            [("capacity", 0), ("started", 1), ("capacity", 0), ("next_ready", 0), ("started", 0),
+             ("capacity", 1000), ("started", 1), ("capacity", 5000), ("started", 0), ("finished", 0),
+             ("capacity", 5000), ("started", 1)],
+            id="concurrency-and-rate",
+        ),
+        pytest.param(
+            {"concurrency": 10, "rate_limit": "300/m"},
+            [("capacity", 0), ("started", 5), ("next_ready", 0), ("capacity", 100), ("started", 0),
+             ("capacity", 450), ("started", 1), ("next_ready", 0), ("capacity", 10_000), ("started", 3)],
+            id="burst-of-five-then-refill",
+        ),
+        pytest.param(
+            {"concurrency": 3},
+            [("capacity", 0), ("started", 3), ("capacity", 1), ("started", 0), ("finished", 0), ("finished", 0),
+             ("capacity", 2), ("started", 1), ("next_ready", 0)],
+            id="concurrency-only",
+        ),
+    ],
+)  # fmt: skip
+async def test_one_replica_answers_like_local_limits(
+    replicas: Replicas, config: dict[str, Any], steps: list[Step]
+) -> None:
+    (shared,) = replicas(1, d=destination(**config))
+    local = LocalLimits({"d": destination(**config)})
+
+    assert await run_steps(shared, steps) == await run_steps(local, steps)
+
+
+async def run_steps(limits: Limits, steps: list[Step]) -> list[int | None]:
+    answers: list[int | None] = []
+    for step, value in steps:
+        if step == "capacity":
+            answers.append(await limits.capacity("d", T0 + value))
+        elif step == "started":
+            await limits.started("d", value)
+        elif step == "finished":
+            await limits.finished("d")
+        else:
+            answers.append(await limits.next_ready_ms("d"))
+    return answers
+
+
+# --- Redis down ---
+
+
+async def test_capacity_fails_while_redis_is_down_and_a_slot_left_behind_expires(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    await asyncio.to_thread(server.start)
+    client = connect(server.url)
+    try:
+        limits = RedisLimits(client, {"d": destination(concurrency=1)})
+        assert await limits.capacity("d", T0) == 1
+        await limits.started("d", 1)
+        await asyncio.to_thread(server.stop)
+
+        with pytest.raises(StoreUnavailable):
+            await limits.capacity("d", T0)
+        await limits.finished("d")  # cannot free the slot, and does not raise: the slot expires instead
+
+        await asyncio.to_thread(server.start)
+        assert await limits.capacity("d", T0 + SLOT_MS - 1) == 0
+        await limits.started("d", 0)
+        assert await limits.capacity("d", T0 + SLOT_MS) == 1
+    finally:
+        await client.aclose()
+        await asyncio.to_thread(server.stop)
+
+
+# --- two workers, two stores, one Redis: the destination sees the limits of one ---
+
+
+@dataclass
+class Delivered:
+    results: list[AttemptResult] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def record(self, _: Delivery, result: AttemptResult) -> None:
+        if result.status is DeliveryStatus.DELIVERED:
+            self.results.append(result)
+            self.changed.set()
+
+    async def wait_for(self, count: int) -> None:
+        async with asyncio.timeout(30):
+            while len(self.results) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@contextlib.asynccontextmanager
+async def two_replicas(
+    server: RedisServer, config: DestinationConfig, url: str, count: int
+) -> AsyncIterator[Delivered]:
+    """`count` deliveries to `url`, and two workers, each with its own store and limits on one Redis, sending them."""
+    prefix = f"test-{uuid.uuid4().hex}:"
+    stores = [RedisStore(server.url, prefix=prefix) for _ in range(2)]
+    delivered = Delivered()
+    for store in stores:
+        await store.open()
+    try:
+        request = RenderedRequest("POST", url, {"Content-Type": "application/json"}, b"{}")
+        for n in range(count):
+            event = NewEvent(f"e{n}", "missive", SystemClock().now_ms(), b"{}", f"k{n}")
+            await stores[0].ingest(event, [NewDelivery(f"d{n}", "r", "d", 3, request)], dedupe_window_ms=0)
+        async with make_session() as session:
+            workers = [
+                Worker(store, {"d": config}, session, poll_interval_s=0.05, on_attempt=delivered.record,
+                       limits=RedisLimits(store.client, {"d": config}, prefix=prefix))
+                for store in stores
+            ]  # fmt: skip
+            running = [asyncio.create_task(worker.run()) for worker in workers]
+            try:
+                yield delivered
+            finally:
+                await asyncio.gather(*(worker.stop() for worker in workers))
+                await asyncio.gather(*running)
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_two_workers_share_the_concurrency_cap(redis_server: RedisServer) -> None:
+    async with FakeDestination([Reply(200, delay_s=0.1)]) as fake:
+        async with two_replicas(redis_server, destination(concurrency=2), fake.url(), count=8) as delivered:
+            await delivered.wait_for(8)
+
+    assert fake.max_in_flight == 2
+    assert len(fake.received) == 8
+    assert sorted(result.attempt.delivery_id for result in delivered.results) == sorted(f"d{n}" for n in range(8))
+
+
+async def test_two_workers_share_the_rate(redis_server: RedisServer) -> None:
+    async with FakeDestination([200]) as fake:
+        config = destination(rate_limit="1/m")  # one token, then the next a minute later
+        async with two_replicas(redis_server, config, fake.url(), count=3) as delivered:
+            await delivered.wait_for(1)
+            await asyncio.sleep(0.5)  # both workers poll every 50 ms meanwhile; one bucket each would send two
+
+    assert len(fake.received) == len(delivered.results) == 1
