@@ -84,6 +84,10 @@ class RedisLimits(Limits):
         self._reserved: dict[str, list[str]] = {}
         self._in_flight: dict[str, list[str]] = {}
 
+    def reconfigure(self, destinations: Mapping[str, DestinationConfig]) -> None:
+        """New settings from the next `capacity` call on (a config reload); slots in flight stay counted."""
+        self._destinations = {name: _destination(config) for name, config in destinations.items()}
+
     async def capacity(self, destination: str, now_ms: int) -> int:
         limits = self._destinations.get(destination)
         if limits is None:
@@ -104,8 +108,8 @@ class RedisLimits(Limits):
         self._in_flight.setdefault(destination, []).extend(used)
         if not unused:
             return
-        limits = self._destinations[destination]
-        rate = "" if limits.rate_per_s is None else limits.burst
+        limits = self._destinations.get(destination)
+        rate = "" if limits is None or limits.rate_per_s is None else limits.burst
         with redis_errors("give back delivery slots"):
             await self._release(keys=self._keys(destination), args=[rate, *unused])
 
@@ -117,8 +121,8 @@ class RedisLimits(Limits):
         try:
             with redis_errors("free a delivery slot"):
                 await self._client.zrem(self._keys(destination)[0], slot)
-        except StoreUnavailable as exc:  # the slot expires on its own
-            log.warning("%s; it frees itself within %g s", exc, self._destinations[destination].slot_ms / 1000)
+        except StoreUnavailable as exc:
+            log.warning("%s; the slot frees itself when the attempt's lease runs out", exc)
 
     async def next_ready_ms(self, destination: str) -> int | None:
         limits = self._destinations.get(destination)

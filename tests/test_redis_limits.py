@@ -122,6 +122,20 @@ async def test_replicas_asking_at_once_never_get_more_than_the_cap(replicas: Rep
     assert await many[0].capacity("d", T0 + 1000) == 0
 
 
+async def test_reconfigure_applies_new_settings_and_keeps_counting_slots_in_flight(replicas: Replicas) -> None:
+    (limits,) = replicas(1, d=destination(concurrency=1), gone=destination())
+    assert await limits.capacity("d", T0) == 1
+    await limits.started("d", 1)
+
+    limits.reconfigure({"d": destination(concurrency=3)})
+
+    assert await limits.capacity("d", T0) == 2
+    await limits.started("d", 0)
+    await limits.finished("d")
+    assert await limits.capacity("d", T0) == 3
+    assert await limits.capacity("gone", T0) == 0
+
+
 async def test_an_unknown_destination_may_start_nothing(replicas: Replicas) -> None:
     (limits,) = replicas(1, d=destination())
 
