@@ -108,7 +108,8 @@ def _test(args: argparse.Namespace) -> int:
         body = args.payload.read_bytes()
     except OSError as exc:
         raise GatewayError(f"cannot read {args.payload}: {exc.strerror}") from None
-    report = dry_run(loaded, body, args.source)
+    remember_secrets(loaded)  # the report is masked already; this also hides credentials known from the config
+    report = SECRETS.mask_value(dry_run(loaded, body, args.source))
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_text(report))
     return 0
 
