@@ -25,8 +25,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Attributes every LogRecord has; anything else on a record came from `extra`.
 _STANDARD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-# Destination types whose URL path is itself the credential (incoming webhooks).
+# Destination types whose URL ends in a credential (incoming webhooks), and the least length taken for one:
+# Slack's, Discord's and Teams' tokens are 24 to 68 characters, shorter last segments are ordinary words.
 _WEBHOOK_TYPES = frozenset({"slack", "discord", "teams"})
+_MIN_WEBHOOK_TOKEN_CHARS = 12
 _PATTERNS = Masker()  # no known secrets: masks what is recognisable by its place (URL credentials, webhook paths)
 
 
@@ -69,7 +71,7 @@ def remember_secrets(loaded: LoadedConfig) -> None:
 
 def config_secrets(config: GatewayConfig) -> set[str]:
     """Credentials written literally in a config that its Masker does not list: values of credential
-    headers (`Authorization`, `*token*`...), URL passwords and secret query values, webhook URL paths."""
+    headers (`Authorization`, `*token*`...), URL passwords and secret query values, webhook URL tokens."""
     found: set[str] = set()
     for destination in config.destinations.values():
         found |= _header_secrets(destination.headers)
@@ -100,8 +102,9 @@ def _url_secrets(url: str, webhook: bool) -> set[str]:
     except ValueError:
         return set()
     found = {password, _basic_credentials(parts.username or "", password)} if password else set()
-    if webhook:
-        found.add(parts.path)
+    token = parts.path.rstrip("/").rpartition("/")[2]
+    if webhook and len(token) >= _MIN_WEBHOOK_TOKEN_CHARS:
+        found.add(token)
     for name, value in parse_qsl(parts.query):
         if _PATTERNS.url(f"?{name}=x") != f"?{name}=x":  # the masker's own notion of a secret parameter
             found.add(value)

@@ -138,9 +138,10 @@ def test_default_format_is_text_on_a_terminal_and_json_otherwise() -> None:
         pytest.param({"url": "https://bot:pa55word@x.example/"},
                      {"pa55word", base64.b64encode(b"bot:pa55word").decode()}, id="url-password"),
         pytest.param({"url": "https://x.example/notes?api_key=k3y-value&page=2"}, {"k3y-value"}, id="query-key"),
-        pytest.param({"type": "slack", "url": "https://hooks.slack.com/services/T1/B2/xyz"},
-                     {"/services/T1/B2/xyz"}, id="webhook-path"),
-        pytest.param({"url": "https://x.example/services/T1/B2/xyz"}, set(), id="http-path-is-not-secret"),
+        pytest.param({"type": "slack", "url": "https://hooks.slack.com/services/T1/B2/xyzXYZ123456789"},
+                     {"xyzXYZ123456789"}, id="webhook-token"),
+        pytest.param({"type": "discord", "url": "http://127.0.0.1:8080/hook"}, set(), id="short-webhook-path"),
+        pytest.param({"url": "https://x.example/services/T1/B2/xyzXYZ123456789"}, set(), id="http-path-is-not-secret"),
     ],
 )
 def test_config_secrets(destination: dict[str, Any], expected: set[str]) -> None:
