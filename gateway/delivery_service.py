@@ -28,7 +28,10 @@ async def running_worker(
 ) -> AsyncIterator[Worker]:
     """Deliver in the background while the block runs; on exit stop within `server.shutdown_grace`."""
     async with make_session() as session:
-        worker = Worker(store, loaded.config.destinations, session, clock=clock, on_attempt=on_attempt)
+        worker = Worker(
+            store, loaded.config.destinations, session, clock=clock, on_attempt=on_attempt,
+            lease_margin_s=loaded.config.storage.lease_margin,
+        )
         tasks = [
             asyncio.create_task(worker.run(), name="worker"),
             asyncio.create_task(_prune_forever(store, clock, loaded.config.storage.retention), name="prune"),

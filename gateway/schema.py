@@ -48,6 +48,11 @@ class StorageConfig(Model):
     path: str = Field("data/gateway.db", description="SQLite file (backend: sqlite), relative to the config file.")
     url: str | None = Field(None, description="Redis URL (backend: redis), e.g. redis://localhost:6379/0.")
     retention: Duration = Field(7 * 86400.0, description="Delivered events older than this are pruned.")
+    lease_margin: Duration = Field(
+        30.0,
+        description="A claimed delivery is leased for the longest destination timeout plus this; deliveries that "
+        "were in flight when a gateway died are sent again once their lease runs out.",
+    )
 
     @model_validator(mode="after")
     def _redis_needs_url(self) -> StorageConfig:

@@ -26,7 +26,8 @@ from gateway.store.base import Store
 
 logger = logging.getLogger("gateway.worker")
 
-# Time allowed, beyond the destination's timeout, to record an outcome before the lease runs out.
+# Time allowed, beyond the destination's timeout, to record an outcome before the lease runs out
+# (the default of `storage.lease_margin`).
 LEASE_MARGIN_S = 30.0
 # Deliveries to destinations no longer in the config are claimed this many at a time, to be dead-lettered.
 ORPHAN_BATCH = 100
@@ -48,6 +49,7 @@ class Worker:
         poll_interval_s: float = 0.5,
         limits: Limits | None = None,
         on_attempt: OnAttempt | None = None,
+        lease_margin_s: float = LEASE_MARGIN_S,
     ) -> None:
         self._store = store
         self._destinations = destinations
@@ -58,7 +60,8 @@ class Worker:
         self._limits = limits or LocalLimits(destinations)
         self._own_limits = limits is None
         self._on_attempt = on_attempt
-        self._lease_ms = _lease_ms(destinations)
+        self._lease_margin_s = lease_margin_s
+        self._lease_ms = _lease_ms(destinations, lease_margin_s)
         self._tasks: set[asyncio.Task[None]] = set()
         self._holding: Counter[str] = Counter()  # attempts holding a slot of `_limits`, by destination
         self._wakeup = asyncio.Event()
@@ -81,7 +84,7 @@ class Worker:
         """Deliver to `destinations` from the next claim on (a config reload); attempts in flight finish as they
         started. Limits the worker built itself are rebuilt from the new settings, counting attempts in flight."""
         self._destinations = destinations
-        self._lease_ms = _lease_ms(destinations)
+        self._lease_ms = _lease_ms(destinations, self._lease_margin_s)
         if self._own_limits:
             self._limits = LocalLimits(destinations)
             for name in destinations:
@@ -252,9 +255,9 @@ class Worker:
         return _dead(delivery, started_at_ms, answer, reason)
 
 
-def _lease_ms(destinations: Mapping[str, DestinationConfig]) -> int:
+def _lease_ms(destinations: Mapping[str, DestinationConfig], margin_s: float) -> int:
     longest_timeout_s = max((config.timeout for config in destinations.values()), default=0.0)
-    return round((longest_timeout_s + LEASE_MARGIN_S) * 1000)
+    return round((longest_timeout_s + margin_s) * 1000)
 
 
 def _attempt_record(
