@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +29,12 @@ from pydantic import Field, model_validator
 from gateway.config import LoadedConfig
 from gateway.dryrun import dry_run, pick_source
 from gateway.errors import ConfigError, ConfigProblem, GatewayError
-from gateway.jsonpath import clip, compile_path
+from gateway.jsonpath import SHOWN_CHARS, clip, compile_path
 from gateway.mask import Masker
 from gateway.schema import Model
 from gateway.yamlsource import join_path, read_yaml
+
+_CONTEXT_CHARS = 20  # shown before the first difference of two long texts
 
 
 class ExpectedRequest(Model):
@@ -265,12 +268,12 @@ def _compare(masker: Masker, expected: ExpectedRequest, request: dict[str, Any])
     if expected.method is not None and expected.method.upper() != request["method"]:
         yield f"method: expected {expected.method.upper()}, got {request['method']}"
     if expected.url is not None and masker.url(expected.url) != request["url"]:
-        yield f"url: expected {_show(masker.url(expected.url))}, got {_show(request['url'])}"
+        yield f"url: {_differ(masker.url(expected.url), request['url'])}"
     actual_headers = {name.lower(): value for name, value in request["headers"].items()}
     for name, value in masker.headers(expected.headers).items():
         got = actual_headers.get(name.lower())
         if got != value:
-            yield f"header {name}: expected {_show(value)}, got {'nothing' if got is None else _show(got)}"
+            yield f"header {name}: " + (f"expected {_show(value)}, got nothing" if got is None else _differ(value, got))
     if "body" not in expected.model_fields_set and not expected.body_paths:
         return
     try:
@@ -278,7 +281,7 @@ def _compare(masker: Masker, expected: ExpectedRequest, request: dict[str, Any])
     except ValueError:
         if "body" in expected.model_fields_set and isinstance(expected.body, str):
             if masker.text(expected.body) != request["body"]:
-                yield f"body: expected {_show(masker.text(expected.body))}, got {_show(request['body'])}"
+                yield f"body: {_differ(masker.text(expected.body), request['body'])}"
             return
         yield f"body: expected JSON, got text {_show(request['body'])}"
         return
@@ -304,7 +307,7 @@ def _mismatches(expected: Any, actual: Any, at: str) -> Iterator[str]:
         for index, (value, item) in enumerate(zip(expected, actual, strict=True)):
             yield from _mismatches(value, item, join_path(at, index))
     elif not _same(expected, actual):
-        yield f"{at}: expected {_show(expected)}, got {_show(actual)}"
+        yield f"{at}: {_differ(expected, actual)}"
 
 
 def _same(expected: Any, actual: Any) -> bool:
@@ -319,6 +322,17 @@ def _same(expected: Any, actual: Any) -> bool:
 
 def _show(value: Any) -> str:
     return clip(json.dumps(value, ensure_ascii=False))
+
+
+def _differ(expected: Any, actual: Any) -> str:
+    """`expected X, got Y`; long texts are shown from a little before where they first differ."""
+    if isinstance(expected, str) and isinstance(actual, str):
+        start = len(os.path.commonprefix([expected, actual]))
+        skip = max(0, start - _CONTEXT_CHARS)
+        if skip and max(len(expected), len(actual)) > SHOWN_CHARS:
+            where = f" (they differ from character {start + 1})"
+            return f"expected ...{_show(expected[skip:])}, got ...{_show(actual[skip:])}{where}"
+    return f"expected {_show(expected)}, got {_show(actual)}"
 
 
 def _names(names: list[str]) -> str:

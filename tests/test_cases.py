@@ -162,6 +162,13 @@ FAILING = [
         id="body-value",
     ),
     pytest.param(
+        "payload: {rule: {type: incoming_email}, conversation: {shared_labels: [{name: VIP}]}, "
+        f"message: {{subject: {'x' * 90}END, from_field: {{address: a@example.org}}, delivered_at: 1}}}}\n"
+        f"expect: {{vip/slack: {{body: {{text: 'VIP: {'x' * 90}FIN'}}}}}}",
+        f'vip/slack: body.text: expected ..."{"x" * 20}FIN", got ..."{"x" * 20}END" (they differ from character 96)',
+        id="long-texts-are-shown-where-they-differ",
+    ),
+    pytest.param(
         f"payload_file: {VIP}\nexpect: {{vip/slack: {{body: {{channel: support}}}}}}",
         'vip/slack: body.channel: expected "support", missing',
         id="body-key-missing",
