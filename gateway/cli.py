@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gateway.config import LoadedConfig, load_config
 from gateway.errors import ConfigError, GatewayError
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--source", help="source the payload arrives on (needed with several sources)")
     test.add_argument("--json", action="store_true", help="print one JSON object")
     test.set_defaults(run=_test)
+    _add_delivery_commands(sub)
     return parser
 
 
@@ -156,6 +158,83 @@ def _worker(args: argparse.Namespace) -> int:
         loop.run_until_complete(run_worker(loaded))
     finally:
         loop.close()
+    return 0
+
+
+def _add_delivery_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    deliveries = sub.add_parser("deliveries", help="list deliveries (dead letters...) with attempts and last error")
+    _config_arg(deliveries)
+    deliveries.add_argument("--id", help="show one delivery with each of its attempts")
+    deliveries.add_argument("--status", help="pending, delivered or dead")
+    _filter_args(deliveries)
+    deliveries.set_defaults(run=_deliveries)
+
+    replay = sub.add_parser("replay", help="re-queue dead deliveries (after fixing a destination or a template)")
+    _config_arg(replay)
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", action="append", help="a delivery to re-queue (repeat for several)")
+    which.add_argument("--status", help="re-queue every delivery with this status (dead; delivered to send again)")
+    _filter_args(replay)
+    replay.add_argument(
+        "--rerender", action="store_true", help="route the stored event again under this config and render anew"
+    )
+    replay.set_defaults(run=_replay)
+
+
+def _filter_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--route", help="only this route's deliveries")
+    parser.add_argument("--destination", help="only deliveries to this destination")
+    parser.add_argument("--event", help="only the deliveries of this event id")
+    parser.add_argument("--since", help="only deliveries created within this long, e.g. 30m, 1h, 7d")
+    parser.add_argument("--limit", help="at most this many deliveries (default 100 listed, 1000 replayed)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _filter_fields(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "status": args.status, "route": args.route, "destination": args.destination, "event_id": args.event,
+        "since": args.since, "limit": args.limit,
+    }
+
+
+def _deliveries(args: argparse.Namespace) -> int:
+    from gateway import deliveries as service
+    from gateway.clock import SystemClock
+
+    loaded = load_config(args.config)
+    remember_secrets(loaded)
+    where = service.parse_filter(_filter_fields(args), SystemClock().now_ms())
+
+    async def show() -> dict[str, Any]:
+        async with service.opened_store(loaded) as store:
+            if args.id:
+                return service.detail_document(*await service.delivery_detail(store, args.id), loaded.masker)
+            return service.list_document(await service.find_deliveries(store, where), where, loaded.masker)
+
+    document = asyncio.run(show())
+    as_text = service.format_delivery if args.id else service.format_deliveries
+    print(json.dumps(document, indent=2, ensure_ascii=False) if args.json else as_text(document))
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from gateway import deliveries as service
+    from gateway.clock import SystemClock
+
+    loaded = load_config(args.config)
+    remember_secrets(loaded)
+    now_ms = SystemClock().now_ms()
+    if args.id:
+        where = service.parse_filter(_filter_fields(args), now_ms, service.MAX_LIMIT, ids=tuple(args.id))
+    else:
+        where = service.replay_filter(_filter_fields(args), now_ms)
+
+    async def run() -> service.ReplayReport:
+        async with service.opened_store(loaded) as store:
+            return await service.replay(loaded, store, where, now_ms, rerender=args.rerender)
+
+    document = service.replay_document(asyncio.run(run()), loaded.masker)
+    print(json.dumps(document, indent=2, ensure_ascii=False) if args.json else service.format_replay(document))
     return 0
 
 

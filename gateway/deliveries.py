@@ -1,0 +1,403 @@
+"""Dead letters and replay: find deliveries, show them masked, re-queue them.
+
+`gateway deliveries`, `gateway replay` and the admin API all run this code, so the CLI and
+the API filter, replay and mask the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from gateway.config import LoadedConfig
+from gateway.errors import GatewayError, PayloadError
+from gateway.ingest import parse_payload
+from gateway.mask import Masker
+from gateway.model import Attempt, Delivery, DeliveryFilter, DeliveryStatus, RenderedRequest, StoredEvent
+from gateway.route import IDEMPOTENCY_HEADER, PlannedSend, RouteVerdict, plan
+from gateway.store.base import Store
+from gateway.store.factory import make_store
+from gateway.units import parse_duration
+
+FILTER_FIELDS = ("status", "route", "destination", "since", "event_id", "limit")
+LIST_LIMIT = 100
+REPLAY_LIMIT = 1000
+MAX_LIMIT = 10_000
+LIST_BODY_CHARS = 200
+DETAIL_BODY_CHARS = 4000
+_ERROR_CHARS = 60
+
+
+class FilterError(GatewayError):
+    """A filter value is not acceptable (unknown status, bad duration...)."""
+
+
+class NotFound(GatewayError):
+    """No delivery or event has the id asked for."""
+
+
+class ReplayOutcome(StrEnum):
+    QUEUED = "queued"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ReplayItem:
+    delivery: Delivery
+    outcome: ReplayOutcome
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What a replay did to each delivery it found; `more`: the limit was reached, more may match."""
+
+    items: tuple[ReplayItem, ...]
+    more: bool
+
+    def count(self, outcome: ReplayOutcome) -> int:
+        return sum(item.outcome is outcome for item in self.items)
+
+
+@contextlib.asynccontextmanager
+async def opened_store(loaded: LoadedConfig) -> AsyncIterator[Store]:
+    """The configured store, open for the block (the CLI's way in, next to a running `serve`)."""
+    storage = loaded.config.storage
+    sqlite_file = loaded.file.parent / storage.path
+    if storage.backend == "sqlite" and not sqlite_file.exists():
+        raise GatewayError(f"no store at {sqlite_file}; has `gateway serve` run with this config?")
+    store = make_store(storage, loaded.file.parent)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def parse_filter(
+    fields: Mapping[str, object], now_ms: int, default_limit: int = LIST_LIMIT, ids: tuple[str, ...] | None = None
+) -> DeliveryFilter:
+    """A DeliveryFilter from raw values (query parameters, a JSON body, CLI options); None means "any"."""
+    unknown = sorted(set(fields) - set(FILTER_FIELDS))
+    if unknown:
+        raise FilterError(f"unknown filter '{unknown[0]}'; filters are: {', '.join(FILTER_FIELDS)}")
+    text = {name: _text(name, value) for name, value in fields.items() if value is not None}
+    return DeliveryFilter(
+        status=_status(text["status"]) if "status" in text else None,
+        route=text.get("route"),
+        destination=text.get("destination"),
+        event_id=text.get("event_id"),
+        since_ms=now_ms - _since_ms(text["since"]) if "since" in text else None,
+        ids=ids,
+        limit=_limit(text["limit"]) if "limit" in text else default_limit,
+    )
+
+
+def replay_filter(fields: Mapping[str, object], now_ms: int) -> DeliveryFilter:
+    """The filter of a replay by filter: it must name a status, dead (or delivered, to send again)."""
+    where = parse_filter(fields, now_ms, default_limit=REPLAY_LIMIT)
+    if where.status not in (DeliveryStatus.DEAD, DeliveryStatus.DELIVERED):
+        raise FilterError(
+            "replay by filter needs status dead (or delivered, to send again); pending deliveries are queued already"
+        )
+    return where
+
+
+def _text(name: str, value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise FilterError(f"filter '{name}' must be a string, not {type(value).__name__}")
+    return str(value)
+
+
+def _status(value: str) -> DeliveryStatus:
+    try:
+        return DeliveryStatus(value)
+    except ValueError:
+        choices = ", ".join(status.value for status in DeliveryStatus)
+        raise FilterError(f"unknown status '{value}'; use one of {choices}") from None
+
+
+def _since_ms(value: str) -> int:
+    try:
+        return round(parse_duration(value) * 1000)
+    except ValueError as exc:
+        raise FilterError(f"since: {exc}") from None
+
+
+def _limit(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+        raise FilterError(f"limit {value!r} must be a whole number from 1 to {MAX_LIMIT}")
+    return int(value)
+
+
+async def find_deliveries(store: Store, where: DeliveryFilter) -> list[Delivery]:
+    """Deliveries matching `where`; NotFound when it names ids and one of them matches nothing."""
+    found = await store.list_deliveries(where)
+    missing = sorted(set(where.ids or ()) - {delivery.id for delivery in found})
+    if missing:
+        raise NotFound(f"no delivery with id '{missing[0]}'")
+    return found
+
+
+async def delivery_detail(store: Store, delivery_id: str) -> tuple[Delivery, list[Attempt]]:
+    delivery = await store.get_delivery(delivery_id)
+    if delivery is None:
+        raise NotFound(f"no delivery with id '{delivery_id}'")
+    return delivery, await store.list_attempts(delivery_id)
+
+
+async def event_detail(store: Store, event_id: str) -> tuple[StoredEvent, list[Delivery]]:
+    event = await store.get_event(event_id)
+    if event is None:
+        raise NotFound(f"no event with id '{event_id}'")
+    return event, await store.list_deliveries(DeliveryFilter(event_id=event_id, limit=MAX_LIMIT))
+
+
+async def replay(
+    loaded: LoadedConfig, store: Store, where: DeliveryFilter, now_ms: int, rerender: bool = False
+) -> ReplayReport:
+    """Re-queue the deliveries matching `where`, due now; with `rerender`, render them again first.
+
+    Pending deliveries are left alone, so running the same replay twice queues nothing twice.
+    """
+    found = await find_deliveries(store, where)
+    renderer = _Rerenderer(loaded, store) if rerender else None
+    items = await asyncio.gather(*(_replay_one(store, delivery, now_ms, renderer) for delivery in found))
+    return ReplayReport(tuple(items), more=len(found) >= where.limit)
+
+
+async def _replay_one(store: Store, delivery: Delivery, now_ms: int, renderer: _Rerenderer | None) -> ReplayItem:
+    if delivery.status is DeliveryStatus.PENDING:
+        return ReplayItem(delivery, ReplayOutcome.SKIPPED, "already pending")
+    replacement: dict[str, RenderedRequest] | None = None
+    if renderer is not None:
+        rendered = await renderer.request_for(delivery)
+        if isinstance(rendered, ReplayItem):
+            return rendered
+        replacement = {delivery.id: rendered}
+    elif delivery.request is None:
+        reason = "it has no request (rendering failed); fix the template, then replay with rerender"
+        return ReplayItem(delivery, ReplayOutcome.SKIPPED, reason)
+    if await store.requeue([delivery.id], now_ms, replacement):
+        return ReplayItem(delivery, ReplayOutcome.QUEUED)
+    return ReplayItem(delivery, ReplayOutcome.SKIPPED, "queued by someone else meanwhile")
+
+
+class _Rerenderer:
+    """Routes stored events again under the current config, each event once."""
+
+    def __init__(self, loaded: LoadedConfig, store: Store) -> None:
+        self._loaded = loaded
+        self._store = store
+        self._routed: dict[str, asyncio.Task[dict[str, RouteVerdict] | str]] = {}
+
+    async def request_for(self, delivery: Delivery) -> RenderedRequest | ReplayItem:
+        """The request the current config renders for `delivery`, or why there is none."""
+        if delivery.event_id not in self._routed:
+            self._routed[delivery.event_id] = asyncio.ensure_future(self._route(delivery.event_id))
+        verdicts = await self._routed[delivery.event_id]
+        if isinstance(verdicts, str):
+            return ReplayItem(delivery, ReplayOutcome.FAILED, verdicts)
+        skipped, route = ReplayOutcome.SKIPPED, delivery.route
+        verdict = verdicts.get(route)
+        if verdict is None:
+            return ReplayItem(delivery, skipped, f"route '{route}' is no longer in the config for its source")
+        if not verdict.matched:
+            return ReplayItem(delivery, skipped, f"route '{route}' no longer matches: {verdict.failed}")
+        send = _same_send(verdict.sends, delivery)
+        if send is None:
+            return ReplayItem(delivery, skipped, f"route '{route}' no longer sends to '{delivery.destination}'")
+        if send.request is None:
+            return ReplayItem(delivery, ReplayOutcome.FAILED, f"still cannot render: {send.error}")
+        return send.request
+
+    async def _route(self, event_id: str) -> dict[str, RouteVerdict] | str:
+        event = await self._store.get_event(event_id)
+        if event is None:
+            return f"its event {event_id} is no longer stored"
+        try:
+            payload = parse_payload(event.body)
+        except PayloadError as exc:
+            return f"its event cannot be parsed: {exc}"
+        meta = {"id": event.id, "source": event.source, "received_at": event.received_at_ms / 1000}
+        verdicts = plan(self._loaded.routes_for(event.source), payload, meta, explain=True)
+        return {verdict.route: verdict for verdict in verdicts}
+
+
+def _same_send(sends: tuple[PlannedSend, ...], delivery: Delivery) -> PlannedSend | None:
+    """The send of a route that made `delivery`: same destination, and the same Idempotency-Key if several."""
+    candidates = [send for send in sends if send.destination == delivery.destination]
+    key = delivery.request.headers.get(IDEMPOTENCY_HEADER) if delivery.request else None
+    for send in candidates:
+        if key is not None and send.request is not None and send.request.headers.get(IDEMPOTENCY_HEADER) == key:
+            return send
+    return candidates[0] if candidates else None
+
+
+# What is shown: JSON-ready documents, secrets masked, shared by the CLI's --json and the admin API.
+
+
+def delivery_document(
+    delivery: Delivery, masker: Masker, attempts: list[Attempt] | None = None, body_chars: int = LIST_BODY_CHARS
+) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "id": delivery.id,
+        "event_id": delivery.event_id,
+        "route": delivery.route,
+        "destination": delivery.destination,
+        "status": delivery.status.value,
+        "attempts": delivery.attempts,
+        "max_attempts": delivery.max_attempts,
+        "next_attempt_at_ms": delivery.next_attempt_at_ms,
+        "created_at_ms": delivery.created_at_ms,
+        "updated_at_ms": delivery.updated_at_ms,
+        "last_error": masker.url(delivery.last_error) if delivery.last_error is not None else None,
+        "request": _request_document(delivery.request, masker, body_chars) if delivery.request else None,
+    }
+    if attempts is not None:
+        document["attempt_log"] = [_attempt_document(attempt, masker) for attempt in attempts]
+    return document
+
+
+def list_document(found: list[Delivery], where: DeliveryFilter, masker: Masker) -> dict[str, Any]:
+    documents = [delivery_document(delivery, masker) for delivery in found]
+    return {"deliveries": documents, "count": len(documents), "limit": where.limit}
+
+
+def detail_document(delivery: Delivery, attempts: list[Attempt], masker: Masker) -> dict[str, Any]:
+    return delivery_document(delivery, masker, attempts, body_chars=DETAIL_BODY_CHARS)
+
+
+def _request_document(request: RenderedRequest, masker: Masker, body_chars: int) -> dict[str, Any]:
+    shown = masker.request(request)
+    body = shown.body.decode("utf-8", "replace")
+    return {
+        "method": shown.method,
+        "url": shown.url,
+        "headers": shown.headers,
+        "body": body if len(body) <= body_chars else body[:body_chars] + "…",
+        "body_bytes": len(request.body),
+        "body_truncated": len(body) > body_chars,
+    }
+
+
+def _attempt_document(attempt: Attempt, masker: Masker) -> dict[str, Any]:
+    return {
+        "number": attempt.number,
+        "started_at_ms": attempt.started_at_ms,
+        "elapsed_ms": attempt.elapsed_ms,
+        "status_code": attempt.status_code,
+        "error": masker.url(attempt.error) if attempt.error is not None else None,
+        "response_excerpt": masker.url(attempt.response_excerpt) if attempt.response_excerpt is not None else None,
+    }
+
+
+def event_document(event: StoredEvent, deliveries: list[Delivery], masker: Masker) -> dict[str, Any]:
+    try:
+        body: Any = masker.value(parse_payload(event.body))
+    except PayloadError:
+        body = masker.text(event.body.decode("utf-8", "replace"))
+    return {
+        "id": event.id,
+        "source": event.source,
+        "received_at_ms": event.received_at_ms,
+        "body": body,
+        "deliveries": [delivery_document(delivery, masker) for delivery in deliveries],
+    }
+
+
+def replay_document(report: ReplayReport, masker: Masker) -> dict[str, Any]:
+    return {
+        **{outcome.value: report.count(outcome) for outcome in ReplayOutcome},
+        "more": report.more,
+        "deliveries": [
+            {
+                "id": item.delivery.id,
+                "route": item.delivery.route,
+                "destination": item.delivery.destination,
+                "outcome": item.outcome.value,
+                "reason": masker.url(item.reason) if item.reason is not None else None,
+            }
+            for item in report.items
+        ],
+    }
+
+
+# The same documents as text, for the CLI.
+
+
+def format_deliveries(listed: dict[str, Any]) -> str:
+    documents = listed["deliveries"]
+    rows = [
+        [
+            doc["id"], doc["status"], f"{doc['attempts']}/{doc['max_attempts']}", doc["route"], doc["destination"],
+            _time(doc["created_at_ms"]), _short(doc["last_error"] or ""),
+        ]
+        for doc in documents
+    ]
+    lines = _table(["ID", "STATUS", "ATTEMPTS", "ROUTE", "DESTINATION", "CREATED", "LAST ERROR"], rows)
+    more = "; the limit was reached, narrow the filters or raise --limit" if listed["count"] >= listed["limit"] else ""
+    return "\n".join([*lines, f"{len(documents)} deliveries{more}"])
+
+
+def format_delivery(doc: dict[str, Any]) -> str:
+    lines = [
+        f"delivery {doc['id']} ({doc['status']}, {doc['attempts']}/{doc['max_attempts']} attempts)",
+        f"  event: {doc['event_id']}   route: {doc['route']}   destination: {doc['destination']}",
+        f"  created: {_time(doc['created_at_ms'])}   updated: {_time(doc['updated_at_ms'])}",
+    ]
+    if doc["last_error"]:
+        lines.append(f"  last error: {doc['last_error']}")
+    request = doc["request"]
+    if request is None:
+        lines.append("  request: none (rendering failed)")
+    else:
+        lines.append(f"  request: {request['method']} {request['url']}")
+        lines.extend(f"    {name}: {value}" for name, value in request["headers"].items())
+        lines.extend(f"    {line}" for line in request["body"].splitlines())
+    rows = [
+        [str(a["number"]), _time(a["started_at_ms"]), f"{a['elapsed_ms']:.0f}", str(a["status_code"] or "-"),
+         _short(a["error"] or a["response_excerpt"] or "")]
+        for a in doc.get("attempt_log", [])
+    ]  # fmt: skip
+    lines += ["attempts:", *(f"  {line}" for line in _table(["#", "STARTED", "MS", "STATUS", "ERROR"], rows))]
+    return "\n".join(lines)
+
+
+def format_replay(doc: dict[str, Any]) -> str:
+    rows = [
+        [item["outcome"], item["id"], f"{item['route']} → {item['destination']}", item["reason"] or ""]
+        for item in doc["deliveries"]
+    ]
+    if not rows:
+        return "nothing to replay: no delivery matches"
+    summary = ", ".join(f"{doc[outcome.value]} {outcome.value}" for outcome in ReplayOutcome)
+    lines = [*_table(["OUTCOME", "ID", "ROUTE → DESTINATION", "REASON"], rows), summary]
+    if doc["more"]:
+        lines.append("the limit was reached: run the replay again for the rest")
+    if doc[ReplayOutcome.QUEUED.value]:
+        lines.append("a running `gateway serve` or `gateway worker` picks them up within 0.5 s")
+    return "\n".join(lines)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    if not rows:
+        return []
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in [header, *rows]]  # fmt: skip
+
+
+def _time(at_ms: int) -> str:
+    return datetime.fromtimestamp(at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _short(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= _ERROR_CHARS else line[: _ERROR_CHARS - 1] + "…"
