@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway import handlers
+from gateway.admin import add_admin_routes
 from gateway.appkeys import CLOCK, CONFIG, STORE, WORKER, WorkerSlot
 from gateway.clock import Clock, SystemClock
 from gateway.config import LoadedConfig
@@ -45,6 +46,7 @@ def create_app(
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
+    add_admin_routes(app)  # always: it answers 404 while admin.token is unset, and follows reloads
     app.router.add_post("/{path:.*}", handlers.ingest)
     return app
 

@@ -29,6 +29,7 @@ QUERY_SECRET = "querysecret123"
 SECRETS = [CRM_TOKEN, QUERY_SECRET, FIXTURE_SECRET]
 SUBJECT_BODY = '{subject: "{{ message.subject }}", key: "${CRM_TOKEN}"}'
 BROKEN_BODY = '{subject: "{{ nope.field }}"}'
+EITHER_EMAIL = "{path: $.rule.type, in: [incoming_email, outgoing_email]}"
 
 
 def config_text(url: str, body: str = SUBJECT_BODY, when: str = "{path: $.rule.type, equals: incoming_email}",
@@ -271,7 +272,7 @@ async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str,
 async def dead_letters(configure: Callable[..., LoadedConfig], store: SqliteStore, clock: FakeClock) -> LoadedConfig:
     """Two events, ten and one minute old, whose deliveries went dead: the CRM answered 400 echoing its token."""
     async with FakeDestination([Reply(400, f"bad token {CRM_TOKEN}")]) as crm:
-        loaded = configure(crm.url("/notes"), when="{path: $.rule.type, in: [incoming_email, outgoing_email]}")
+        loaded = configure(crm.url("/notes"), when=EITHER_EMAIL)
         await receive(loaded, store, clock)
         clock.advance(540)
         await receive(loaded, store, clock, "outgoing-email.json")
