@@ -360,3 +360,18 @@ def test_the_command_wants_a_payload_or_cases(
 
     assert code == 1
     assert err.strip() == "error: give either a PAYLOAD file or --cases CASES.yaml"
+
+
+def test_only_the_routes_a_case_claims_must_render(config: LoadedConfig, write_cases: Callable[[str], Path]) -> None:
+    path = write_cases(f"""\
+        cases:
+          - {{name: about vip only, payload_file: {COMMENT}, not_matched: [every-email]}}
+          - {{name: claims comments, payload_file: {COMMENT}, matched: [comments]}}
+        """)
+
+    results = run_cases(config, load_cases(path, config, environ={}))
+
+    assert [(r.name, r.passed) for r in results] == [("about vip only", True), ("claims comments", False)]
+    assert results[1].failures == (
+        "comments/crm cannot render: routes[2].send[0].template: 'dict object' has no attribute 'nope'",
+    )
