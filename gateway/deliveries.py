@@ -343,7 +343,8 @@ def format_deliveries(listed: dict[str, Any]) -> str:
     ]
     lines = _table(["ID", "STATUS", "ATTEMPTS", "ROUTE", "DESTINATION", "CREATED", "LAST ERROR"], rows)
     more = "; the limit was reached, narrow the filters or raise --limit" if listed["count"] >= listed["limit"] else ""
-    return "\n".join([*lines, f"{len(documents)} deliveries{more}"])
+    count = f"{len(documents)} {'delivery' if len(documents) == 1 else 'deliveries'}"
+    return "\n".join([*lines, count + more])
 
 
 def format_delivery(doc: dict[str, Any]) -> str:
