@@ -102,10 +102,8 @@ class Reloader:
         self._count(applied=True)
         return True
 
-    async def watch(self) -> None:
-        """Reload on `request()` and whenever the file's fingerprint changes, until cancelled."""
-        path = self._holder.active.loaded.file
-        seen = await asyncio.to_thread(fingerprint, path)
+    async def _watch(self, path: Path, seen: Fingerprint | None) -> None:
+        """Reload on `request()` and whenever the file's fingerprint differs from `seen`, until cancelled."""
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_interval_s):
@@ -123,12 +121,15 @@ class Reloader:
     async def running(self) -> AsyncIterator[None]:
         """Watch the file and answer SIGHUP while the block runs."""
         loop = asyncio.get_running_loop()
+        path = self._holder.active.loaded.file
+        # Taken before the block runs, so that an edit made as soon as the gateway is up is seen as one.
+        seen = await asyncio.to_thread(fingerprint, path)
         try:
             loop.add_signal_handler(signal.SIGHUP, self.request)
             hooked = True
         except (ValueError, RuntimeError, NotImplementedError):  # not the main thread, or no SIGHUP here
             hooked = False
-        task = asyncio.create_task(self.watch(), name="config-reload")
+        task = asyncio.create_task(self._watch(path, seen), name="config-reload")
         try:
             yield
         finally:
