@@ -31,6 +31,9 @@ MAX_LIMIT = 10_000
 LIST_BODY_CHARS = 200
 DETAIL_BODY_CHARS = 4000
 _ERROR_CHARS = 60
+# Deliveries re-queued at once: each is its own store write (grouped into one commit by SQLite),
+# and a Redis connection pool opens a connection per concurrent call.
+_REPLAY_CONCURRENCY = 16
 
 
 class FilterError(GatewayError):
@@ -168,7 +171,13 @@ async def replay(
     """
     found = await find_deliveries(store, where)
     renderer = _Rerenderer(loaded, store) if rerender else None
-    items = await asyncio.gather(*(_replay_one(store, delivery, now_ms, renderer) for delivery in found))
+    gate = asyncio.Semaphore(_REPLAY_CONCURRENCY)
+
+    async def one(delivery: Delivery) -> ReplayItem:
+        async with gate:
+            return await _replay_one(store, delivery, now_ms, renderer)
+
+    items = await asyncio.gather(*(one(delivery) for delivery in found))
     return ReplayReport(tuple(items), more=len(found) >= where.limit)
 
 
@@ -257,7 +266,7 @@ def delivery_document(
         "next_attempt_at_ms": delivery.next_attempt_at_ms,
         "created_at_ms": delivery.created_at_ms,
         "updated_at_ms": delivery.updated_at_ms,
-        "last_error": masker.url(delivery.last_error) if delivery.last_error is not None else None,
+        "last_error": _masked(masker, delivery.last_error),
         "request": _request_document(delivery.request, masker, body_chars) if delivery.request else None,
     }
     if attempts is not None:
@@ -293,9 +302,14 @@ def _attempt_document(attempt: Attempt, masker: Masker) -> dict[str, Any]:
         "started_at_ms": attempt.started_at_ms,
         "elapsed_ms": attempt.elapsed_ms,
         "status_code": attempt.status_code,
-        "error": masker.url(attempt.error) if attempt.error is not None else None,
-        "response_excerpt": masker.url(attempt.response_excerpt) if attempt.response_excerpt is not None else None,
+        "error": _masked(masker, attempt.error),
+        "response_excerpt": _masked(masker, attempt.response_excerpt),
     }
+
+
+def _masked(masker: Masker, text: str | None) -> str | None:
+    """`text` fit to show: the config's secrets and credentials in URLs masked."""
+    return masker.url(text) if text is not None else None
 
 
 def event_document(event: StoredEvent, deliveries: list[Delivery], masker: Masker) -> dict[str, Any]:
@@ -322,7 +336,7 @@ def replay_document(report: ReplayReport, masker: Masker) -> dict[str, Any]:
                 "route": item.delivery.route,
                 "destination": item.delivery.destination,
                 "outcome": item.outcome.value,
-                "reason": masker.url(item.reason) if item.reason is not None else None,
+                "reason": _masked(masker, item.reason),
             }
             for item in report.items
         ],

@@ -406,3 +406,15 @@ async def test_cli_says_when_there_is_no_store(
     assert code == 1
     assert "no store at" in err and "has `gateway serve` run with this config?" in err
     assert not (config.parent / "never").exists()
+
+
+async def test_replay_says_when_its_limit_left_some_behind(
+    configure: Callable[..., LoadedConfig], store: SqliteStore, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loaded = await dead_letters(configure, store, clock)
+    code, first, _ = await cli(capsys, "replay", "-c", str(loaded.file), "--status", "dead", "--limit", "1")
+    _, second, _ = await cli(capsys, "replay", "-c", str(loaded.file), "--status", "dead", "--limit", "1", "--json")
+    assert code == 0
+    assert "1 queued" in first and "the limit was reached: run the replay again for the rest" in first
+    assert json.loads(second)["queued"] == 1
+    assert await statuses(store) == [DeliveryStatus.PENDING] * 2
