@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -67,6 +68,24 @@ def test_each_example_is_valid_and_its_cases_pass(config: Path) -> None:
 
     assert len(results) >= 3
     assert [(result.name, result.failures) for result in results if not result.passed] == []
+
+
+@pytest.mark.parametrize("compose", ["compose.yaml", "compose.redis.yaml"])
+def test_compose_files_mount_configs_that_exist(compose: str) -> None:
+    services = yaml.safe_load((EXAMPLES.parent / compose).read_text(encoding="utf-8"))["services"]
+    gateways = [service for service in services.values() if service.get("build") == "."]
+    assert gateways
+    for service in gateways:
+        [mount] = [volume for volume in service["volumes"] if volume.endswith(":/config/config.yaml:ro")]
+        default = re.fullmatch(r"\$\{GATEWAY_CONFIG:-(.+)\}:/config/config.yaml:ro", mount)
+        assert default and (EXAMPLES.parent / default.group(1)).is_file()
+        assert service["stop_grace_period"] == "30s"
+
+
+def test_redis_compose_fsyncs_every_write() -> None:
+    redis = yaml.safe_load((EXAMPLES.parent / "compose.redis.yaml").read_text(encoding="utf-8"))["services"]["redis"]
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command and "--appendfsync always" in command
 
 
 # --- end to end against fake CRMs ------------------------------------------------------------------------------------
