@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,7 +110,7 @@ class CaseResult:
 
 
 def load_cases(
-    file: str | Path, config: LoadedConfig, default_source: str | None = None, environ: dict[str, str] | None = None
+    file: str | Path, config: LoadedConfig, default_source: str | None = None, environ: Mapping[str, str] | None = None
 ) -> list[LoadedCase]:
     """Read and check a cases file against `config`; raise ConfigError (path and line) listing every problem."""
     path = Path(file)

@@ -289,6 +289,13 @@ def test_a_broken_cases_file_names_the_path_and_line(
     assert any(line.startswith(f"{path}: {problem}") for line in rendered), rendered
 
 
+def test_a_missing_cases_file_is_one_problem(config: LoadedConfig, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_cases(tmp_path / "nope.yaml", config)
+
+    assert raised.value.render() == f"{tmp_path / 'nope.yaml'}: cannot read the cases file: No such file or directory"
+
+
 # --- the command -----------------------------------------------------------------------------------------------------
 
 
