@@ -18,6 +18,7 @@ from typing import Any, Union
 import pydantic
 from pydantic import BaseModel
 
+from gateway.credentials import config_credentials
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.mask import Masker
 from gateway.match import Predicate, compile_condition
@@ -49,6 +50,7 @@ class LoadedConfig:
     file: Path
     config: GatewayConfig
     routes: tuple[CompiledRoute, ...]
+    secrets: frozenset[str]
     masker: Masker
 
     def source_path(self, name: str) -> str:
@@ -76,7 +78,8 @@ def load_config(file: str | Path, environ: typing.Mapping[str, str] | None = Non
     routes = _compile_routes(config, path.parent, problems)
     if problems:
         raise ConfigError(str(path), _with_lines(problems, document))
-    return LoadedConfig(file=path, config=config, routes=routes, masker=Masker(_secrets(config, document)))
+    secrets = frozenset(config_credentials(config, document.secret_values))
+    return LoadedConfig(file=path, config=config, routes=routes, secrets=secrets, masker=Masker(secrets))
 
 
 def _with_lines(problems: list[ConfigProblem], document: YamlDocument) -> list[ConfigProblem]:
@@ -209,17 +212,3 @@ def _compile_routes(config: GatewayConfig, base_dir: Path, problems: list[Config
         source = route.source or only_source
         routes.append(CompiledRoute(route.name, source, predicate, tuple(sends), stop=not route.continue_))
     return tuple(routes)
-
-
-def _secrets(config: GatewayConfig, document: YamlDocument) -> set[str]:
-    """Every value the masker must hide: declared secrets and secret-looking variables."""
-    found = set(document.secret_values)
-    found.update(secret.get_secret_value() for source in config.sources.values() for secret in source.secrets)
-    for destination in config.destinations.values():
-        if destination.token is not None:
-            found.add(destination.token.get_secret_value())
-        if destination.sign is not None:
-            found.add(destination.sign.secret.get_secret_value())
-    if config.admin.token is not None:
-        found.add(config.admin.token.get_secret_value())
-    return {value for value in found if len(value) >= 4}

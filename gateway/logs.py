@@ -1,23 +1,20 @@
 """Logging: text for people or one JSON object per line for machines, and never a secret in either.
 
 Every record, from any logger, has its message, its `extra` fields and its traceback run
-through the maskers of every config this process has loaded: a replaced config's secrets
-stay masked, since deliveries queued under it still carry them.
+through one masker holding the secrets of every config this process has loaded: a replaced
+config's secrets stay masked, since deliveries queued under it still carry them.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
-from urllib.parse import parse_qsl, urlsplit
 
 from gateway.config import LoadedConfig
-from gateway.mask import MASK, Masker
-from gateway.schema import GatewayConfig
+from gateway.mask import Masker
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
@@ -25,10 +22,6 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Attributes every LogRecord has; anything else on a record came from `extra`.
 _STANDARD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-# Destination types whose URL ends in a credential (incoming webhooks), and the least length taken for one:
-# Slack's, Discord's and Teams' tokens are 24 to 68 characters, shorter last segments are ordinary words.
-_WEBHOOK_TYPES = frozenset({"slack", "discord", "teams"})
-_MIN_WEBHOOK_TOKEN_CHARS = 12
 _PATTERNS = Masker()  # no known secrets: masks what is recognisable by its place (URL credentials, webhook paths)
 
 
@@ -36,19 +29,16 @@ class Secrets:
     """What logs must never show, gathered from every config loaded by this process."""
 
     def __init__(self) -> None:
-        self._maskers: list[Masker] = []
-        self._seen: list[LoadedConfig] = []
+        self._values: frozenset[str] = frozenset()
+        self._masker = _PATTERNS
 
     def remember(self, loaded: LoadedConfig) -> None:
-        if any(seen is loaded for seen in self._seen):
-            return
-        self._seen.append(loaded)
-        self._maskers[:0] = [Masker(config_secrets(loaded.config)), loaded.masker]
+        if not loaded.secrets <= self._values:
+            self._values |= loaded.secrets
+            self._masker = Masker(self._values)
 
     def mask(self, text: str) -> str:
-        for masker in self._maskers:
-            text = masker.text(text)
-        return _PATTERNS.url(text)
+        return self._masker.url(text)
 
     def mask_value(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -67,57 +57,6 @@ SECRETS = Secrets()
 def remember_secrets(loaded: LoadedConfig) -> None:
     """Mask `loaded`'s secrets in every log record from now on."""
     SECRETS.remember(loaded)
-
-
-def config_secrets(config: GatewayConfig) -> set[str]:
-    """Credentials written literally in a config that its Masker does not list: values of credential
-    headers (`Authorization`, `*token*`...), URL passwords and secret query values, webhook URL tokens."""
-    found: set[str] = set()
-    for destination in config.destinations.values():
-        found |= _header_secrets(destination.headers)
-        if destination.url:
-            found |= _url_secrets(destination.url, webhook=destination.type in _WEBHOOK_TYPES)
-    for route in config.routes:
-        for send in route.send:
-            found |= _header_secrets(send.headers or {})
-            if send.url:
-                webhook = config.destinations[send.to].type in _WEBHOOK_TYPES
-                found |= _url_secrets(send.url, webhook)
-    return {value for value in found if len(value) >= 4 and not _is_template(value)}
-
-
-def _header_secrets(headers: dict[str, str]) -> set[str]:
-    found = set()
-    for name, masked in _PATTERNS.headers(headers).items():
-        value = headers[name]
-        if masked != value:  # a credential header: `***`, or `Scheme ***` keeping the scheme
-            found |= {value, value[len(masked) - len(MASK):]}
-    return found
-
-
-def _url_secrets(url: str, webhook: bool) -> set[str]:
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return set()
-    found = {password, _basic_credentials(parts.username or "", password)} if password else set()
-    token = parts.path.rstrip("/").rpartition("/")[2]
-    if webhook and len(token) >= _MIN_WEBHOOK_TOKEN_CHARS:
-        found.add(token)
-    for name, value in parse_qsl(parts.query):
-        if _PATTERNS.url(f"?{name}=x") != f"?{name}=x":  # the masker's own notion of a secret parameter
-            found.add(value)
-    return found
-
-
-def _basic_credentials(user: str, password: str) -> str:
-    """What an HTTP client sends for a URL's `user:password@` (Authorization: Basic ...)."""
-    return base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def _is_template(value: str) -> bool:
-    return "{{" in value or "{%" in value
 
 
 class MaskingFilter(logging.Filter):

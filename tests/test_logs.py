@@ -22,7 +22,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.config import load_config
-from gateway.logs import LogFormat, config_secrets, default_format, make_handler, remember_secrets
+from gateway.credentials import literal_credentials
+from gateway.logs import LogFormat, default_format, make_handler, remember_secrets
 from gateway.schema import GatewayConfig
 from tests.conftest import fixture_bytes
 from tests.test_reload import GatewayProcess, start_gateway, stop_gateway
@@ -146,7 +147,7 @@ def test_default_format_is_text_on_a_terminal_and_json_otherwise() -> None:
 )
 def test_config_secrets(destination: dict[str, Any], expected: set[str]) -> None:
     config = GatewayConfig.model_validate({"sources": {"missive": {}}, "destinations": {"d": destination}})
-    assert config_secrets(config) == expected
+    assert literal_credentials(config) == expected
 
 
 # --- a real gateway through a day's worth of trouble ---------------------------------------------------------------
