@@ -24,3 +24,4 @@ CONFIG = web.AppKey("config", ConfigHolder)
 STORE = web.AppKey("store", Store)
 CLOCK = web.AppKey("clock", Clock)
 WORKER = web.AppKey("worker", WorkerSlot)
+RECEIVES = web.AppKey("receives", bool)  # False in `gateway worker`: no ingest route

@@ -36,8 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="receive webhooks and deliver them")
     _config_arg(serve)
-    serve.add_argument("--host", help="address to listen on (default: server.host)")
-    serve.add_argument("--port", type=int, help="port to listen on (default: server.port)")
+    _listen_args(serve)
     serve.add_argument("--no-worker", action="store_true", help="only receive; deliveries are sent by `gateway worker`")
     _log_args(serve)
     serve.set_defaults(run=_serve)
@@ -46,8 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     _config_arg(check)
     check.set_defaults(run=_check)
 
-    worker = sub.add_parser("worker", help="only deliver (next to `serve --no-worker`, or to add delivery capacity)")
+    worker = sub.add_parser(
+        "worker", help="only deliver, next to `serve --no-worker` (serves /healthz, /readyz, /metrics, /admin/)"
+    )
     _config_arg(worker)
+    _listen_args(worker)
     _log_args(worker)
     worker.set_defaults(run=_worker)
 
@@ -67,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", type=Path, default=Path("config.yaml"), help="config file")
+
+
+def _listen_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to listen on (default: server.host)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: server.port)")
 
 
 def _log_args(parser: argparse.ArgumentParser) -> None:
@@ -131,6 +138,14 @@ def _test_cases(args: argparse.Namespace, loaded: LoadedConfig) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    return _run_app(args, run_worker=not args.no_worker, receive=True)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    return _run_app(args, run_worker=True, receive=False)
+
+
+def _run_app(args: argparse.Namespace, run_worker: bool, receive: bool) -> int:
     from aiohttp import web
 
     from gateway.runtime import ConfigHolder
@@ -139,25 +154,11 @@ def _serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, args.log_level)
     loaded = load_config(args.config)
     server = loaded.config.server
-    app = create_app(ConfigHolder(loaded), run_worker=not args.no_worker)
+    app = create_app(ConfigHolder(loaded), run_worker=run_worker, receive=receive)
     web.run_app(
         app, host=args.host or server.host, port=args.port or server.port, print=None, loop=_loop(),
         shutdown_timeout=server.shutdown_grace, access_log=None,
     )
-    return 0
-
-
-def _worker(args: argparse.Namespace) -> int:
-    from gateway.standalone import run_worker
-
-    setup_logging(args.log_format, args.log_level)
-    loaded = load_config(args.config)
-    remember_secrets(loaded)
-    loop = _loop() or asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(run_worker(loaded))
-    finally:
-        loop.close()
     return 0
 
 

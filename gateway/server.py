@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway import handlers
 from gateway.admin import add_admin_routes
-from gateway.appkeys import CLOCK, CONFIG, STORE, WORKER, WorkerSlot
+from gateway.appkeys import CLOCK, CONFIG, RECEIVES, STORE, WORKER, WorkerSlot
 from gateway.clock import Clock, SystemClock
 from gateway.config import LoadedConfig
 from gateway.delivery_service import running_worker
@@ -25,10 +25,17 @@ log = logging.getLogger("gateway.server")
 
 
 def create_app(
-    holder: ConfigHolder, store: Store | None = None, clock: Clock | None = None, run_worker: bool = True
+    holder: ConfigHolder,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    run_worker: bool = True,
+    receive: bool = True,
 ) -> web.Application:
-    """The gateway's application. `store` defaults to the configured backend, opened and closed with the app;
-    the delivery worker runs inside unless `run_worker` is false (ingest-only replicas)."""
+    """The gateway's application. `store` defaults to the configured backend, opened and closed with the app.
+
+    The delivery worker runs inside unless `run_worker` is false (`serve --no-worker`); webhooks are received
+    unless `receive` is false (`gateway worker`, which keeps health, metrics, admin and reloads).
+    """
     loaded = holder.active.loaded
     app = web.Application(middlewares=[json_errors], client_max_size=loaded.config.server.max_body)
     app[CONFIG] = holder
@@ -42,12 +49,15 @@ def create_app(
     if run_worker:
         app.cleanup_ctx.append(_worker_ctx)
     app.cleanup_ctx.append(_reload_ctx)
-    app.on_startup.append(_announce)
+    app[RECEIVES] = receive
+    if receive:
+        app.on_startup.append(_announce)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
     add_admin_routes(app)  # always: it answers 404 while admin.token is unset, and follows reloads
-    app.router.add_post("/{path:.*}", handlers.ingest)
+    if receive:
+        app.router.add_post("/{path:.*}", handlers.ingest)
     return app
 
 
@@ -74,7 +84,8 @@ async def _reload_ctx(app: web.Application) -> AsyncIterator[None]:
         worker = app[WORKER].worker
         if worker is not None:
             await worker.reconfigure(loaded.config.destinations)
-        _describe(loaded)
+        if app[RECEIVES]:
+            _describe(loaded)
 
     async with Reloader(app[CONFIG], apply, app[METRICS]).running():
         yield

@@ -72,3 +72,20 @@ async def test_event_is_delivered_to_every_destination(
     crm_delivery = (await client.app[STORE].list_deliveries(DeliveryFilter(destination="crm")))[0]
     attempts = await client.app[STORE].list_attempts(crm_delivery.id)
     assert [attempt.status_code for attempt in attempts] == [503, 201]
+
+
+async def test_receiver_and_worker_split_across_two_apps_share_the_store(
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]], write_config: Callable[[str], Path]
+) -> None:
+    """`serve --no-worker` stores; `gateway worker` (no ingest route) delivers from the same file."""
+    async with FakeDestination([slack_ok()]) as slack, FakeDestination([201]) as crm:
+        path = write_config(config_text(slack.url("/slack"), crm.url("/notes")))
+        receiver = await aiohttp_client(create_app(ConfigHolder(load_config(path, environ={})), run_worker=False))
+        body = fixture_bytes("incoming-email-with-labels.json")
+        headers = {"X-Hook-Signature": sign(FIXTURE_SECRET.encode(), body)}
+        assert (await receiver.post("/hooks/missive", data=body, headers=headers)).status == 200
+        worker = await aiohttp_client(create_app(ConfigHolder(load_config(path, environ={})), receive=False))
+        assert (await worker.post("/hooks/missive", data=body, headers=headers)).status == 404
+        assert (await worker.get("/healthz")).status == 200
+        await wait_for_status(worker, DeliveryStatus.DELIVERED, 2)
+    assert len(slack.received) == 1 and len(crm.received) == 1
