@@ -89,3 +89,27 @@ async def test_receiver_and_worker_split_across_two_apps_share_the_store(
         assert (await worker.get("/healthz")).status == 200
         await wait_for_status(worker, DeliveryStatus.DELIVERED, 2)
     assert len(slack.received) == 1 and len(crm.received) == 1
+
+
+async def test_delivered_events_are_pruned_after_the_retention_and_dead_letters_stay(
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]], write_config: Callable[[str], Path]
+) -> None:
+    async with FakeDestination([slack_ok()]) as slack, FakeDestination([400]) as crm:
+        text = config_text(slack.url("/slack"), crm.url("/notes"))
+        first = await aiohttp_client(create_app(ConfigHolder(load_config(write_config(text), environ={}))))
+        body = fixture_bytes("incoming-email-with-labels.json")
+        response = await first.post("/hooks/missive", data=body, headers={"X-Hook-Signature": sign(
+            FIXTURE_SECRET.encode(), body)})
+        event_id = (await response.json())["event_id"]
+        await wait_for_status(first, DeliveryStatus.DELIVERED, 1)
+        await wait_for_status(first, DeliveryStatus.DEAD, 1)
+        await first.close()
+        # The worker prunes when it starts, then every ten minutes.
+        short = text.replace("storage: {path: gateway.db}", "storage: {path: gateway.db, retention: 1ms}")
+        second = await aiohttp_client(create_app(ConfigHolder(load_config(write_config(short), environ={}))))
+        async with asyncio.timeout(10):
+            while await second.app[STORE].list_deliveries(DeliveryFilter(status=DeliveryStatus.DELIVERED)):
+                await asyncio.sleep(0.02)  # noqa: ASYNC110 - waiting for the prune to commit
+    dead = await second.app[STORE].list_deliveries(DeliveryFilter(status=DeliveryStatus.DEAD))
+    assert [delivery.destination for delivery in dead] == ["crm"]
+    assert await second.app[STORE].get_event(event_id) is not None  # kept for its dead letter's replay
