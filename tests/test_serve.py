@@ -44,11 +44,22 @@ routes:
 """
 
 
-async def wait_for_status(client: Client, status: DeliveryStatus, count: int) -> None:
+async def count_with_status(client: Client, status: DeliveryStatus) -> int:
+    return len(await client.app[STORE].list_deliveries(DeliveryFilter(status=status)))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    """Poll the store until `check` holds: the store is what says a delivery was recorded."""
     async with asyncio.timeout(10):
-        # Polling the store is the point: it is what says the delivery was recorded.
-        while len(await client.app[STORE].list_deliveries(DeliveryFilter(status=status))) < count:  # noqa: ASYNC110
+        while not await check():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+
+
+async def wait_for_status(client: Client, status: DeliveryStatus, count: int) -> None:
+    async def reached() -> bool:
+        return await count_with_status(client, status) >= count
+
+    await eventually(reached)
 
 
 async def test_event_is_delivered_to_every_destination(
@@ -107,9 +118,11 @@ async def test_delivered_events_are_pruned_after_the_retention_and_dead_letters_
         # The worker prunes when it starts, then every ten minutes.
         short = text.replace("storage: {path: gateway.db}", "storage: {path: gateway.db, retention: 1ms}")
         second = await aiohttp_client(create_app(ConfigHolder(load_config(write_config(short), environ={}))))
-        async with asyncio.timeout(10):
-            while await second.app[STORE].list_deliveries(DeliveryFilter(status=DeliveryStatus.DELIVERED)):
-                await asyncio.sleep(0.02)  # noqa: ASYNC110 - waiting for the prune to commit
+
+        async def pruned() -> bool:
+            return await count_with_status(second, DeliveryStatus.DELIVERED) == 0
+
+        await eventually(pruned)
     dead = await second.app[STORE].list_deliveries(DeliveryFilter(status=DeliveryStatus.DEAD))
     assert [delivery.destination for delivery in dead] == ["crm"]
     assert await second.app[STORE].get_event(event_id) is not None  # kept for its dead letter's replay
