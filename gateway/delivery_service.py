@@ -14,7 +14,10 @@ from gateway.clock import Clock
 from gateway.config import LoadedConfig
 from gateway.deliver import make_session
 from gateway.errors import StoreUnavailable
+from gateway.limits import Limits
+from gateway.redis_limits import RedisLimits
 from gateway.store.base import Store
+from gateway.store.redis import RedisStore
 from gateway.worker import OnAttempt, Worker
 
 log = logging.getLogger("gateway.worker")
@@ -30,7 +33,7 @@ async def running_worker(
     async with make_session() as session:
         worker = Worker(
             store, loaded.config.destinations, session, clock=clock, on_attempt=on_attempt,
-            lease_margin_s=loaded.config.storage.lease_margin,
+            lease_margin_s=loaded.config.storage.lease_margin, limits=_shared_limits(loaded, store),
         )
         tasks = [
             asyncio.create_task(worker.run(), name="worker"),
@@ -42,6 +45,14 @@ async def running_worker(
             tasks[1].cancel()
             await worker.stop(loaded.config.server.shutdown_grace)
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _shared_limits(loaded: LoadedConfig, store: Store) -> Limits | None:
+    """Limits every replica on the same Redis shares; None (each worker keeps its own) for other stores."""
+    if not isinstance(store, RedisStore):
+        return None
+    destinations, storage = loaded.config.destinations, loaded.config.storage
+    return RedisLimits(store.client, destinations, prefix=store.prefix, lease_margin_s=storage.lease_margin)
 
 
 async def _prune_forever(store: Store, clock: Clock, retention_s: float) -> None:

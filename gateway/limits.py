@@ -40,6 +40,12 @@ class Limits(ABC):
     async def next_ready_ms(self, destination: str) -> int | None:
         """When the rate limit next lets `destination` start a request; None when it is not holding it back."""
 
+    def reconfigure(self, destinations: Mapping[str, DestinationConfig]) -> None:  # noqa: B027 - optional
+        """Apply new settings from the next `capacity` call on (a config reload); requests in flight stay counted.
+
+        By default the limits keep the settings they were built with.
+        """
+
 
 @dataclass
 class _Bucket:
@@ -76,6 +82,18 @@ class LocalLimits(Limits):
 
     def __init__(self, destinations: Mapping[str, DestinationConfig]) -> None:
         self._slots = {name: _slot(config) for name, config in destinations.items()}
+
+    def reconfigure(self, destinations: Mapping[str, DestinationConfig]) -> None:
+        """New settings; requests in flight stay counted and a rate keeps its tokens (up to the new burst)."""
+        old_slots, self._slots = self._slots, {name: _slot(config) for name, config in destinations.items()}
+        for name, slot in self._slots.items():
+            old = old_slots.get(name)
+            if old is None:
+                continue
+            slot.in_flight = old.in_flight
+            if slot.bucket is not None and old.bucket is not None:
+                slot.bucket.tokens = min(slot.bucket.burst, old.bucket.tokens)
+                slot.bucket.updated_ms = old.bucket.updated_ms
 
     async def capacity(self, destination: str, now_ms: int) -> int:
         slot = self._slots.get(destination)

@@ -7,7 +7,7 @@ Per destination (under the store's key prefix):
 
 `capacity` runs one script that drops expired slots, refills the bucket, and takes both the
 slots and the tokens it grants; `started` gives back what was not used. A slot expires after
-the destination's timeout plus the worker's lease margin, so the slots of a replica that
+the destination's timeout plus the lease margin (`storage.lease_margin`), so the slots of a replica that
 died mid-attempt free up about when its leased deliveries come due again.
 """
 
@@ -73,10 +73,17 @@ class _Destination:
 class RedisLimits(Limits):
     """`Limits` kept in Redis, shared by every replica that uses the same server and prefix."""
 
-    def __init__(self, client: Redis, destinations: Mapping[str, DestinationConfig], prefix: str = "gw:") -> None:
+    def __init__(
+        self,
+        client: Redis,
+        destinations: Mapping[str, DestinationConfig],
+        prefix: str = "gw:",
+        lease_margin_s: float = LEASE_MARGIN_S,
+    ) -> None:
         self._client = client
         self._prefix = prefix
-        self._destinations = {name: _destination(config) for name, config in destinations.items()}
+        self._lease_margin_s = lease_margin_s
+        self._destinations = {name: _destination(config, lease_margin_s) for name, config in destinations.items()}
         self._capacity = client.register_script(_CAPACITY)
         self._release = client.register_script(_RELEASE)
         self._replica = uuid.uuid4().hex
@@ -86,7 +93,9 @@ class RedisLimits(Limits):
 
     def reconfigure(self, destinations: Mapping[str, DestinationConfig]) -> None:
         """New settings from the next `capacity` call on (a config reload); slots in flight stay counted."""
-        self._destinations = {name: _destination(config) for name, config in destinations.items()}
+        self._destinations = {
+            name: _destination(config, self._lease_margin_s) for name, config in destinations.items()
+        }
 
     async def capacity(self, destination: str, now_ms: int) -> int:
         limits = self._destinations.get(destination)
@@ -138,8 +147,8 @@ class RedisLimits(Limits):
         return [f"{self._prefix}inflight:{destination}", f"{self._prefix}rate:{destination}"]
 
 
-def _destination(config: DestinationConfig) -> _Destination:
-    slot_ms = round((config.timeout + LEASE_MARGIN_S) * 1000)
+def _destination(config: DestinationConfig, lease_margin_s: float) -> _Destination:
+    slot_ms = round((config.timeout + lease_margin_s) * 1000)
     # The same burst as LocalLimits: one second's worth, at least one request.
     burst = 1.0 if config.rate_limit is None else max(1.0, config.rate_limit)
     return _Destination(config.concurrency, slot_ms, config.rate_limit, burst)

@@ -58,12 +58,10 @@ class Worker:
         self._rng = rng or random.Random()
         self._poll_interval_s = poll_interval_s
         self._limits = limits or LocalLimits(destinations)
-        self._own_limits = limits is None
         self._on_attempt = on_attempt
         self._lease_margin_s = lease_margin_s
         self._lease_ms = _lease_ms(destinations, lease_margin_s)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._holding: Counter[str] = Counter()  # attempts holding a slot of `_limits`, by destination
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._store_down = False
@@ -82,13 +80,10 @@ class Worker:
 
     async def reconfigure(self, destinations: Mapping[str, DestinationConfig]) -> None:
         """Deliver to `destinations` from the next claim on (a config reload); attempts in flight finish as they
-        started. Limits the worker built itself are rebuilt from the new settings, counting attempts in flight."""
+        started and stay counted by the limits, which take the new settings too."""
         self._destinations = destinations
         self._lease_ms = _lease_ms(destinations, self._lease_margin_s)
-        if self._own_limits:
-            self._limits = LocalLimits(destinations)
-            for name in destinations:
-                await self._limits.started(name, self._holding[name])
+        self._limits.reconfigure(destinations)
         self._orphan_scan_due_ms = 0
         self.wake()
 
@@ -165,7 +160,6 @@ class Worker:
             started = Counter(delivery.destination for delivery in claimed)
             for name in self._destinations:
                 await self._limits.started(name, started[name])
-                self._holding[name] += started[name]
         for delivery in claimed:
             holds_slot = delivery.destination in self._destinations
             task = asyncio.create_task(self._attempt(delivery, holds_slot), name=f"delivery {delivery.id}")
@@ -218,7 +212,6 @@ class Worker:
             return
         finally:
             if holds_slot:
-                self._holding[delivery.destination] -= 1
                 await self._limits.finished(delivery.destination)
         _log(delivery, result, recorded, self._clock.now_ms())
         if self._on_attempt is not None:
