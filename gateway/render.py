@@ -14,6 +14,8 @@ Templates are Jinja in an immutable sandbox with `StrictUndefined`. Choices wort
   follows the body: JSON for `body` and the payload; for `template`/`template_file`, JSON
   when the rendered text parses as JSON, else text/plain; none for an empty body.
 - Error messages name the YAML path and never echo header or URL values (they may hold tokens).
+- A `body` renders through one template writing its whole JSON text (one Jinja context per render, not one
+  per leaf); when that fails it is rendered again leaf by leaf, to name the leaf that fails.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from urllib.parse import urlsplit
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined, nodes
 from jinja2.environment import Template
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from gateway.errors import ConfigProblem, GatewayError, RenderError
@@ -62,7 +65,14 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"a value of type {type(value).__name__} cannot be sent as JSON")
 
 
-_dumps = partial(json.dumps, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default)
+# What json.dumps builds on every call with these options, built once.
+_dumps = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
+).encode
+
+
+def _value_json(value: Any) -> str:
+    return _dumps(_defined(value))
 
 
 def _tojson(value: Any, indent: int | None = None) -> str:
@@ -92,6 +102,11 @@ _ENV = ImmutableSandboxedEnvironment(
     undefined=StrictUndefined, autoescape=False, finalize=_blank_none, keep_trailing_newline=True
 )
 _ENV.filters.update(tojson=_tojson, datetime=_datetime, slack_escape=_slack_escape)
+# The JSON of a body leaf inside a body's one template. A filter name in template source is an identifier,
+# so no config can call these.
+_VALUE_FILTER = "body value"
+_TEXT_FILTER = "body text"
+_ENV.filters.update({_VALUE_FILTER: _value_json, _TEXT_FILTER: _dumps})
 
 
 def _reason(exc: Exception) -> str:
@@ -125,32 +140,44 @@ def _is_template(source: str) -> bool:
     return "{{" in source or "{%" in source
 
 
+def _context(template: Template, scope: Scope) -> Context:
+    # Template.new_context(scope, shared=True) without listing the template's globals (a slow ChainMap walk) for
+    # Context.globals_keys, which only imports read: `scope` already holds the globals.
+    return _ENV.context_class(_ENV, scope, template.name, template.blocks)
+
+
 def _run(template: Template, scope: Scope) -> str:
-    # Template.render without its per-call copy of the globals (a slow ChainMap copy): `scope` already holds them.
-    return "".join(template.root_render_func(template.new_context(scope, shared=True)))
+    # Template.render without its per-call copy of the globals: `scope` already holds them.
+    return "".join(template.root_render_func(_context(template, scope)))
 
 
 def _run_expression(template: Template, scope: Scope) -> Any:
-    context = template.new_context(scope, shared=True)
+    context = _context(template, scope)
     for _ in template.root_render_func(context):
         pass
     return _defined(context.vars["result"])
 
 
-def _compile_expression(source: str) -> Template | None:
-    """When `source` is exactly one `{{ expression }}`: a template that stores its value in `result`."""
+def _expression(source: str) -> nodes.Expr | None:
+    """The expression, when `source` is exactly one `{{ expression }}`; parsed afresh (compiling changes a tree)."""
     if not (source.startswith("{{") and source.endswith("}}")):
         return None
     body = _ENV.parse(source).body
     if len(body) != 1 or not isinstance(body[0], nodes.Output) or len(body[0].nodes) != 1:
         return None
     expression = body[0].nodes[0]
-    if isinstance(expression, nodes.TemplateData):
-        return None
-    # What Environment.compile_expression builds, from the node we already parsed.
-    tree = nodes.Template([nodes.Assign(nodes.Name("result", "store"), expression, lineno=1)], lineno=1)
+    return None if isinstance(expression, nodes.TemplateData) else expression
+
+
+def _compiled(body: list[nodes.Stmt]) -> Template:
+    tree = nodes.Template(body, lineno=1)
     tree.set_environment(_ENV)
     return _ENV.from_string(tree)
+
+
+def _compile_expression(expression: nodes.Expr) -> Template:
+    """A template that stores the value of `expression` in `result` (what Environment.compile_expression builds)."""
+    return _compiled([nodes.Assign(nodes.Name("result", "store"), expression, lineno=1)])
 
 
 def _syntax_problem(exc: TemplateSyntaxError, path: str, origin: str) -> ConfigProblem:
@@ -191,16 +218,34 @@ def _leaf_text(template: Template, scope: Scope) -> str:
     return _dumps(_run(template, scope))
 
 
-def _compile_leaf(source: str, path: str, problems: list[ConfigProblem]) -> Text:
-    """JSON text of a templated body leaf, as a part rendered per payload."""
+@dataclass(frozen=True, slots=True)
+class _Leaf:
+    """A templated body leaf: `part` renders its JSON text alone, `node` emits the same text in the body's template."""
+
+    part: _Part
+    node: nodes.Stmt
+
+
+def _leaf_node(source: str) -> nodes.Stmt:
+    expression = _expression(source)
+    if expression is not None:
+        return nodes.Output([nodes.Filter(expression, _VALUE_FILTER, [], [], None, None, lineno=1)], lineno=1)
+    text = nodes.Filter(None, _TEXT_FILTER, [], [], None, None, lineno=1)
+    return nodes.FilterBlock(_ENV.parse(source).body, text, lineno=1)  # an inner scope: a `set` stays in its leaf
+
+
+def _compile_leaf(source: str, path: str, problems: list[ConfigProblem]) -> _Leaf | str:
+    """A templated body leaf, or "" when it does not compile (the problem is appended)."""
     try:
-        expression = _compile_expression(source)
+        expression = _expression(source)
         if expression is not None:
-            return _Part(path, partial(_leaf_expression, expression))
-        return _Part(path, partial(_leaf_text, _ENV.from_string(source)))
+            part = _Part(path, partial(_leaf_expression, _compile_expression(expression)))
+        else:
+            part = _Part(path, partial(_leaf_text, _ENV.from_string(source)))
     except TemplateSyntaxError as exc:
         problems.append(_syntax_problem(exc, path, "the template"))
         return ""
+    return _Leaf(part, _leaf_node(source))
 
 
 def _constant(value: Any, path: str, problems: list[ConfigProblem]) -> str:
@@ -215,8 +260,8 @@ def _child(path: str, key: Any) -> str:
     return f"{path}[{json.dumps(key)}]" if isinstance(key, str) and not _PLAIN_KEY.match(key) else f"{path}.{key}"
 
 
-def _compile_tree(node: Any, path: str, problems: list[ConfigProblem], out: list[Text]) -> None:
-    """Append `node` as JSON text to `out`: constants as strings, templated leaves as parts."""
+def _compile_tree(node: Any, path: str, problems: list[ConfigProblem], out: list[str | _Leaf]) -> None:
+    """Append `node` as JSON text to `out`: constants as strings, templated leaves as `_Leaf`s."""
     if isinstance(node, dict):
         out.append("{")
         for index, (key, value) in enumerate(node.items()):
@@ -237,9 +282,9 @@ def _compile_tree(node: Any, path: str, problems: list[ConfigProblem], out: list
         out.append(_constant(node, path, problems))
 
 
-def _joined(parts: list[Text]) -> tuple[Text, ...]:
+def _joined(parts: list[str | _Leaf]) -> tuple[str | _Leaf, ...]:
     """`parts` with neighbouring constants merged, so rendering only visits the templated leaves."""
-    merged: list[Text] = []
+    merged: list[str | _Leaf] = []
     for part in parts:
         if isinstance(part, str) and merged and isinstance(merged[-1], str):
             merged[-1] += part
@@ -253,13 +298,39 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "replace")
 
 
-class _JsonBody:
-    __slots__ = ("_parts",)
+# What a template shares with the templates it extends, includes or imports: a body with a leaf using any
+# of these renders leaf by leaf, each leaf in a template of its own.
+_OWN_TEMPLATE = (nodes.Extends, nodes.Block, nodes.Include, nodes.Import, nodes.FromImport)
 
-    def __init__(self, parts: tuple[Text, ...]) -> None:
+
+def _body_template(items: tuple[str | _Leaf, ...]) -> Template | None:
+    """One template writing the whole body's JSON text, so a render makes one Jinja context, not one per leaf."""
+    leaves = [item.node for item in items if isinstance(item, _Leaf)]
+    if not leaves or any(next(leaf.find_all(_OWN_TEMPLATE), None) for leaf in leaves):
+        return None
+    body = [item.node if isinstance(item, _Leaf) else nodes.Output([nodes.TemplateData(item)]) for item in items]
+    return _compiled(body)
+
+
+class _JsonBody:
+    """A JSON body: rendered by its one template when it has one, else (and to name a failure) part by part."""
+
+    __slots__ = ("_parts", "_template")
+
+    def __init__(self, parts: tuple[Text, ...], template: Template | None = None) -> None:
         self._parts = parts
+        self._template = template
+
+    @classmethod
+    def of(cls, items: tuple[str | _Leaf, ...]) -> _JsonBody:
+        return cls(tuple(item.part if isinstance(item, _Leaf) else item for item in items), _body_template(items))
 
     def render(self, scope: Scope) -> tuple[bytes, str | None]:
+        if self._template is not None:
+            try:
+                return _utf8(_run(self._template, scope)), _JSON
+            except Exception:  # rendered again part by part: the same text, or the error naming the failing leaf
+                pass
         return _utf8("".join([_text(part, scope) for part in self._parts])), _JSON
 
 
@@ -372,9 +443,9 @@ def _compile_body(
     send: SendConfig, method: str, base_dir: Path, at: str, problems: list[ConfigProblem]
 ) -> _JsonBody | _TextBody:
     if send.body is not None:
-        parts: list[Text] = []
-        _compile_tree(send.body, f"{at}.body", problems, parts)
-        return _JsonBody(_joined(parts))
+        items: list[str | _Leaf] = []
+        _compile_tree(send.body, f"{at}.body", problems, items)
+        return _JsonBody.of(_joined(items))
     if send.template is not None:
         return _TextBody(_compile_text(send.template, f"{at}.template", problems))
     if send.template_file is not None:
