@@ -4,7 +4,8 @@ In a test: `aiohttp_server(Sink(...).app())`. As a process (for benchmarks):
 
     python tests/sink.py --port 9100 [--min-delay 0.05 --max-delay 0.2]
 
-`GET /arrivals` answers the arrivals so far as JSON: `[{"event_id", "at_s", "body"}, ...]`.
+`GET /arrivals` answers the arrivals so far as JSON: `[{"event_id", "at_s", "body"}, ...]`; `GET /count`
+just how many.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Sink:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/arrivals", self._list)
+        app.router.add_get("/count", self._count)
         app.router.add_post("/{tail:.*}", self._receive)
         return app
 
@@ -53,6 +55,9 @@ class Sink:
 
     async def _list(self, request: web.Request) -> web.Response:
         return web.json_response([asdict(arrival) for arrival in self.arrivals])
+
+    async def _count(self, request: web.Request) -> web.Response:
+        return web.json_response(len(self.arrivals))
 
 
 def main() -> None:
