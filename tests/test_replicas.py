@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -23,7 +23,7 @@ from gateway.verify import sign
 from tests.conftest import FIXTURE_SECRET
 from tests.fakes import FakeDestination, Reply
 from tests.processes import GatewayProcess, free_port
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, running_server
 from tests.sink import Sink
 from tests.test_crash import delivered_seqs, event_bodies, wait_for_empty_queue, wait_until
 
@@ -59,11 +59,8 @@ routes:
 
 
 @pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    await asyncio.to_thread(server.start)
-    yield server
-    await asyncio.to_thread(server.stop)
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from running_server(tmp_path / "redis")
 
 
 def replicas(config: Path, tmp_path: Path) -> list[GatewayProcess]:
