@@ -66,6 +66,7 @@ class Row:
     p50_ms: float
     p99_ms: float
     failed_posts: int
+    cpu_us_per_delivery: float
 
 
 @dataclass
@@ -161,7 +162,18 @@ def percentile(values: list[float], fraction: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(fraction * 100) - 1]
 
 
-def measure(name: str, load: Load, seen: list[dict[str, object]], events: int, drain: bool) -> Row:
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far; NaN where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    name: str, load: Load, seen: list[dict[str, object]], events: int, drain: bool, gateway_cpu_s: float
+) -> Row:
     at_s = sorted(float(str(arrival["at_s"])) for arrival in seen)
     latencies_ms = [
         (float(str(arrival["at_s"])) - load.acknowledged_s[str(arrival["event_id"])]) * 1000
@@ -183,6 +195,7 @@ def measure(name: str, load: Load, seen: list[dict[str, object]], events: int, d
         p50_ms=percentile(latencies_ms, 0.5),
         p99_ms=percentile(latencies_ms, 0.99),
         failed_posts=load.failed_posts,
+        cpu_us_per_delivery=gateway_cpu_s / len(seen) * 1e6 if seen else float("nan"),
     )
 
 
@@ -207,14 +220,18 @@ def run_row(name: str, options: Options, rate_per_s: float | None = None, drain:
             running(sink, f"{sink_url}/count"),
             asyncio.Runner(loop_factory=_loop_factory()) as runner,
         ):
-            with running(gateway("serve", *(["--no-worker"] if drain else [])), healthz):
+            with running(gateway("serve", *(["--no-worker"] if drain else [])), healthz) as serve:
+                cpu_before_s = cpu_s(serve.pid)
                 load = runner.run(burst(url, events) if rate_per_s is None else paced(url, events, rate_per_s))
                 expected = len(load.acknowledged_s) * options.fanout
                 seen = None if drain else runner.run(arrivals(sink_url, expected))
+                gateway_cpu_s = cpu_s(serve.pid) - cpu_before_s
             if seen is None:
-                with running(gateway("worker"), healthz):
+                with running(gateway("worker"), healthz) as worker:
+                    cpu_before_s = cpu_s(worker.pid)
                     seen = runner.run(arrivals(sink_url, expected))
-    return measure(name, load, seen, options.events, drain)
+                    gateway_cpu_s += cpu_s(worker.pid) - cpu_before_s
+    return measure(name, load, seen, options.events, drain, gateway_cpu_s)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -243,10 +260,11 @@ def main() -> None:
     print(f"{options.events} events a row, fanout {options.fanout}, concurrency {options.concurrency} per destination, "
           f"log level {options.log_level}; load ({CONNECTIONS} connections in burst) and sink on core 1, gateway on 0")
     print(f"{'row':<14}{'events':>8}{'deliv.':>8}{'ingest/s':>10}{'deliv./s':>10}{'p50 ms':>10}{'p99 ms':>10}"
-          f"{'failed':>8}")
+          f"{'failed':>8}{'CPU µs/deliv.':>15}")
     for row in rows:
         print(f"{row.name:<14}{row.events:>8}{row.deliveries:>8}{row.ingest_per_s:>10.0f}{row.deliveries_per_s:>10.0f}"
-              f"{row.p50_ms:>10.1f}{row.p99_ms:>10.1f}{row.failed_posts:>8}")
+              f"{row.p50_ms:>10.1f}{row.p99_ms:>10.1f}{row.failed_posts:>8}{row.cpu_us_per_delivery:>15.0f}")
+    print("CPU µs/deliv.: the gateway's CPU time (all threads; ingest and delivery) per delivery")
 
 
 if __name__ == "__main__":
