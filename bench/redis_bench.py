@@ -68,6 +68,21 @@ SETUPS = [
 class IngestRow:
     setup: str
     result: WrkResult
+    cpu_us_per_request: float  # the replicas' CPU time, all added up
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """The running replicas of a setup: where to post, and the CPU time they have used so far."""
+
+    ports: list[int]
+    pids: list[int]
+
+    def hook_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}/hooks/missive" for port in self.ports]
+
+    def cpu_s(self) -> float:
+        return sum(e2e.cpu_s(pid) for pid in self.pids)
 
 
 @contextlib.contextmanager
@@ -119,18 +134,16 @@ def with_storage(config: str, storage: str) -> str:
 
 
 @contextlib.contextmanager
-def replicas(setup: Setup, config: Path, *extra: str) -> Iterator[list[int]]:
-    """`gateway serve` per replica, pinned as the setup says; yields their ports once all answer."""
+def replicas(setup: Setup, config: Path, *extra: str) -> Iterator[Replicas]:
+    """`gateway serve` per replica, pinned as the setup says, once all answer."""
     ports = [free_port() for _ in setup.cores]
+    pids = []
     with contextlib.ExitStack() as stack:
         for core, port in zip(setup.cores, ports, strict=True):
             command = [PYTHON, "-m", "gateway", "serve", "-c", str(config), "--port", str(port), *extra]
-            stack.enter_context(running(pinned(core, command), f"http://127.0.0.1:{port}/healthz"))
-        yield ports
-
-
-def hook_urls(ports: list[int]) -> list[str]:
-    return [f"http://127.0.0.1:{port}/hooks/missive" for port in ports]
+            process = stack.enter_context(running(pinned(core, command), f"http://127.0.0.1:{port}/healthz"))
+            pids.append(process.pid)
+        yield Replicas(ports, pids)
 
 
 def shares(urls: list[str], events: list[e2e.Event]) -> list[tuple[str, list[e2e.Event]]]:
@@ -145,18 +158,25 @@ def ingest_row(setup: Setup, seconds: int, connections: int) -> IngestRow:
         config = Path(tmp) / "config.yaml"
         config.write_text(with_storage(ingest.CONFIG, storage))
         lua = wrk_post_script(Path(tmp) / "post.lua", body, headers)
-        with replicas(setup, config, "--no-worker", "--log-level", "warning") as ports:
-            urls = hook_urls(ports)
+        with replicas(setup, config, "--no-worker", "--log-level", "warning") as running_replicas:
+            urls = running_replicas.hook_urls()
             per_url = max(1, connections // len(urls))
             with ThreadPoolExecutor(len(urls)) as pool:
                 list(pool.map(lambda url: wrk(url, lua, 2, per_url, core=LOAD_CORE), urls))  # warm-up
+                cpu_before_s = running_replicas.cpu_s()
                 results = list(pool.map(lambda url: wrk(url, lua, seconds, per_url, core=LOAD_CORE), urls))
-    return IngestRow(setup.name, WrkResult(
-        requests_per_s=sum(result.requests_per_s for result in results),
-        p50_ms=max(result.p50_ms for result in results),
-        p99_ms=max(result.p99_ms for result in results),
-        non_2xx=sum(result.non_2xx for result in results),
-    ))
+                cpu_used_s = running_replicas.cpu_s() - cpu_before_s
+    requests_per_s = sum(result.requests_per_s for result in results)
+    return IngestRow(
+        setup.name,
+        WrkResult(
+            requests_per_s=requests_per_s,
+            p50_ms=max(result.p50_ms for result in results),
+            p99_ms=max(result.p99_ms for result in results),
+            non_2xx=sum(result.non_2xx for result in results),
+        ),
+        cpu_us_per_request=cpu_used_s / (requests_per_s * seconds) * 1e6,
+    )
 
 
 async def spread_burst(urls: list[str], events: list[e2e.Event]) -> e2e.Load:
@@ -195,14 +215,16 @@ def e2e_row(setup: Setup, name: str, events: int, rate_per_s: float | None, log_
         bodies = list(e2e.signed_events(events))
         with (
             running(sink, f"{sink_url}/count"),
-            replicas(setup, config, "--log-level", log_level) as ports,
+            replicas(setup, config, "--log-level", log_level) as running_replicas,
             asyncio.Runner(loop_factory=e2e._loop_factory()) as runner,
         ):
-            urls = hook_urls(ports)
+            urls = running_replicas.hook_urls()
+            cpu_before_s = running_replicas.cpu_s()
             posting = spread_burst(urls, bodies) if rate_per_s is None else spread_paced(urls, bodies, rate_per_s)
             load = runner.run(posting)
             seen = runner.run(e2e.arrivals(sink_url, len(load.acknowledged_s)))
-    return e2e.measure(f"{setup.name} {name}", load, seen, events, drain=False)
+            cpu_used_s = running_replicas.cpu_s() - cpu_before_s
+    return e2e.measure(f"{setup.name} {name}", load, seen, events, drain=False, gateway_cpu_s=cpu_used_s)
 
 
 def main() -> None:
@@ -221,17 +243,19 @@ def main() -> None:
         e2e_row(setup, f"paced {args.rate:g}/s", args.events, args.rate, args.log_level),
     )]  # fmt: skip
     print(f"ingest: wrk {args.connections} connections in all, {args.seconds} s, worker off")
-    print(f"{'setup':<20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
+    print(f"{'setup':<20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}{'CPU µs/req':>12}")
     for row in ingest_rows:
         result = row.result
         print(f"{row.setup:<20}{result.requests_per_s:>10.0f}{result.p50_ms:>10.2f}{result.p99_ms:>10.2f}"
-              f"{result.non_2xx:>10}")
+              f"{result.non_2xx:>10}{row.cpu_us_per_request:>12.0f}")
     print(f"\nend to end: {args.events} events a row, concurrency 32, log level {args.log_level}")
-    print(f"{'row':<30}{'deliv.':>8}{'ingest/s':>10}{'deliv./s':>10}{'p50 ms':>10}{'p99 ms':>10}{'failed':>8}")
+    print(f"{'row':<30}{'deliv.':>8}{'ingest/s':>10}{'deliv./s':>10}{'p50 ms':>10}{'p99 ms':>10}{'failed':>8}"
+          f"{'CPU µs/deliv.':>15}")
     for e2e_result in e2e_rows:
         print(f"{e2e_result.name:<30}{e2e_result.deliveries:>8}{e2e_result.ingest_per_s:>10.0f}"
               f"{e2e_result.deliveries_per_s:>10.0f}{e2e_result.p50_ms:>10.1f}{e2e_result.p99_ms:>10.1f}"
-              f"{e2e_result.failed_posts:>8}")
+              f"{e2e_result.failed_posts:>8}{e2e_result.cpu_us_per_delivery:>15.0f}")
+    print("CPU µs: the replicas' CPU time (all threads, added up) per request or per delivery (ingest included)")
 
 
 if __name__ == "__main__":
