@@ -7,11 +7,12 @@ config's secrets stay masked, since deliveries queued under it still carry them.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
+
+import orjson
 
 from gateway.config import LoadedConfig
 from gateway.mask import Masker
@@ -97,7 +98,7 @@ class JsonFormatter(logging.Formatter):
             document["exc"] = record.exc_text
         if record.stack_info:
             document["stack"] = record.stack_info
-        return json.dumps(document, ensure_ascii=False, default=str)
+        return orjson.dumps(document, default=str).decode()
 
 
 def default_format(stream: TextIO) -> LogFormat:

@@ -33,9 +33,13 @@ class Masker:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         found = {spelling for secret in secrets if len(secret) >= _MIN_SECRET_CHARS for spelling in _spellings(secret)}
         self._secrets = tuple(sorted(found, key=len, reverse=True))
+        # One scan answers "is any secret here?", the common "no" included; only a "yes" pays for the spans.
+        self._any = re.compile("|".join(map(re.escape, self._secrets))) if self._secrets else None
 
     def text(self, value: str) -> str:
         """`value` with every known secret replaced; overlapping secrets are hidden as one."""
+        if self._any is None or self._any.search(value) is None:
+            return value
         spans: list[tuple[int, int]] = []
         for secret in self._secrets:
             start = value.find(secret)
@@ -60,10 +64,17 @@ class Masker:
 
         Works on any text holding URLs too (an error message).
         """
-        masked = _USERINFO_PASSWORD.sub(rf"\1{MASK}@", self.text(url))
-        masked = _SECRET_PARAM.sub(rf"\1{MASK}", masked)
-        masked = _SLACK_WEBHOOK.sub(rf"\1{MASK}", masked)
-        return _DISCORD_WEBHOOK.sub(rf"\1{MASK}", masked)
+        masked = self.text(url)
+        # Cheap tests first: most text (log lines) holds none of these shapes.
+        if "@" in masked:
+            masked = _USERINFO_PASSWORD.sub(rf"\1{MASK}@", masked)
+        if "=" in masked and ("?" in masked or "&" in masked or ";" in masked or "#" in masked):
+            masked = _SECRET_PARAM.sub(rf"\1{MASK}", masked)
+        if "hooks.slack" in masked.lower():
+            masked = _SLACK_WEBHOOK.sub(rf"\1{MASK}", masked)
+        if "/webhooks/" in masked:
+            masked = _DISCORD_WEBHOOK.sub(rf"\1{MASK}", masked)
+        return masked
 
     def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         """Credential headers as `***` (keeping an auth scheme: `Bearer ***`); others through `text`."""
