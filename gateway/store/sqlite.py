@@ -99,9 +99,9 @@ _SELECT_DUE = (
     "SELECT id FROM deliveries WHERE status = 'pending' AND destination = ? AND next_attempt_at_ms <= ? "
     "ORDER BY next_attempt_at_ms LIMIT ?"
 )
-_LEASE = (
+_LEASE = (  # {} is one `?` per id; a fresh lease token per row
     "UPDATE deliveries SET next_attempt_at_ms = ?, lease_token = lower(hex(randomblob(16))) "
-    f"WHERE id = ? RETURNING {_DELIVERY_COLUMNS}"
+    f"WHERE id IN ({{}}) RETURNING {_DELIVERY_COLUMNS}"
 )
 _INSERT_ATTEMPT = (
     "INSERT INTO attempts (delivery_id, number, started_at_ms, elapsed_ms, status_code, error, response_excerpt) "
@@ -288,9 +288,12 @@ def _claim(conn: sqlite3.Connection, capacity: Mapping[str, int], now_ms: int, l
     for destination, limit in capacity.items():
         if limit <= 0:
             continue
-        for (delivery_id,) in conn.execute(_SELECT_DUE, (destination, now_ms, limit)).fetchall():
-            row = conn.execute(_LEASE, (now_ms + lease_ms, delivery_id)).fetchall()[0]
-            claimed.append(_delivery(row))
+        due = [delivery_id for (delivery_id,) in conn.execute(_SELECT_DUE, (destination, now_ms, limit))]
+        if not due:
+            continue
+        lease = _LEASE.format(", ".join("?" * len(due)))
+        leased = {row[0]: row for row in conn.execute(lease, (now_ms + lease_ms, *due))}
+        claimed.extend(_delivery(leased[delivery_id]) for delivery_id in due)  # oldest due first
     return claimed
 
 
