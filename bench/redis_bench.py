@@ -18,6 +18,7 @@ and the load generators run on core 1. With two replicas the load is spread over
   workers to the sink; deliveries/s, and p50/p99 from the 200 to the arrival at the sink.
 
     .venv/bin/python bench/redis_bench.py [--seconds 10] [--events 3000] [--rate 300] [--log-level info]
+        [--backend sqlite,redis] [--replicas 1,2] [--parts ingest,e2e]
 """
 
 from __future__ import annotations
@@ -234,11 +235,16 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=3000, help="events per end-to-end row")
     parser.add_argument("--rate", type=float, default=300, help="events/s of the paced end-to-end rows")
     parser.add_argument("--log-level", default="info", help="the gateways' in the end-to-end rows")
+    parser.add_argument("--backend", default="sqlite,redis", help="setups of these backends only (comma-separated)")
+    parser.add_argument("--replicas", default="1,2", help="setups with these replica counts only (comma-separated)")
+    parser.add_argument("--parts", default="ingest,e2e", help="which benchmarks to run (comma-separated)")
     args = parser.parse_args()
+    backends, counts, parts = (set(value.split(",")) for value in (args.backend, args.replicas, args.parts))
+    setups = [setup for setup in SETUPS if setup.backend in backends and str(len(setup.cores)) in counts]
     if shutil.which("taskset"):
         os.sched_setaffinity(0, {LOAD_CORE})
-    ingest_rows = [ingest_row(setup, args.seconds, args.connections) for setup in SETUPS]
-    e2e_rows = [row for setup in SETUPS for row in (
+    ingest_rows = [ingest_row(setup, args.seconds, args.connections) for setup in setups if "ingest" in parts]
+    e2e_rows = [row for setup in setups if "e2e" in parts for row in (
         e2e_row(setup, "burst", args.events, None, args.log_level),
         e2e_row(setup, f"paced {args.rate:g}/s", args.events, args.rate, args.log_level),
     )]  # fmt: skip
