@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import sys
 from collections.abc import Sequence
@@ -155,6 +156,7 @@ def _run_app(args: argparse.Namespace, run_worker: bool, receive: bool) -> int:
     loaded = load_config(args.config)
     server = loaded.config.server
     app = create_app(ConfigHolder(loaded), run_worker=run_worker, receive=receive)
+    gc.freeze()  # what start-up built lives as long as the process: keep it out of every collection
     web.run_app(
         app, host=args.host or server.host, port=args.port or server.port, print=None, loop=_loop(),
         shutdown_timeout=server.shutdown_grace, access_log=None,
