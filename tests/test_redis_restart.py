@@ -2,8 +2,8 @@
 
 While it is away, ingest answers 503 with Retry-After (never a 200 it cannot keep), /readyz
 answers 503 and /healthz stays 200 (the process is fine; no orchestrator should restart it).
-The worker logs one warning for the outage, waits, and carries on once Redis is back. Every
-event that got a 200, before or after, is delivered.
+The worker logs a warning for the outage (not one per try), waits, and carries on once Redis
+is back. Every event that got a 200, before or after, is delivered.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ async def test_a_redis_outage_under_load_answers_503_and_loses_nothing_accepted(
         alive = await status_and_headers(session, "GET", gateway.url("/healthz"))
         await asyncio.sleep(OUTAGE_S)
         accepted_during_outage = len(poster.accepted) - accepted_at_outage
+        log_during_outage = gateway.log_path.read_text()
         await asyncio.to_thread(redis_server.start)
         async with asyncio.timeout(SETTLE_TIMEOUT_S):
             await posting
@@ -98,8 +99,12 @@ async def test_a_redis_outage_under_load_answers_503_and_loses_nothing_accepted(
     assert accepted_during_outage <= POSTERS  # at most the posts whose write was done as Redis went
     assert lost == [], f"acknowledged but never delivered: {lost}\n{gateway.tail()}"
     assert EVENTS not in delivered  # the event refused during the outage was not stored after all
+    # One warning while Redis is away, not one per try (every 0.5 s). Just after it is back, a pooled connection
+    # that went stale in the outage can fail one call, reported as a short outage of its own, and over at once.
+    warnings = log_during_outage.count("store unavailable, trying again")
+    assert (warnings, log_during_outage.count("store available again")) == (1, 0), log_during_outage[-4000:]
     log = gateway.log_path.read_text()
-    assert (log.count("store unavailable, trying again"), log.count("store available again")) == (1, 1), log[-4000:]
+    assert log.count("store unavailable, trying again") == log.count("store available again"), log[-4000:]
     assert exit_code == 0, gateway.tail()
     store = RedisStore(redis_server.url)
     await store.open()
