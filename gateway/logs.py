@@ -15,7 +15,7 @@ from typing import Any, Literal, TextIO
 import orjson
 
 from gateway.config import LoadedConfig
-from gateway.mask import Masker
+from gateway.mask import Masker, map_strings
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
@@ -42,13 +42,7 @@ class Secrets:
         return self._masker.url(text)
 
     def mask_value(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.mask(value)
-        if isinstance(value, dict):
-            return {key: self.mask_value(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.mask_value(item) for item in value]
-        return value
+        return map_strings(value, self.mask)
 
 
 # Logging is process-wide, so is what it masks.

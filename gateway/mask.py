@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -20,6 +20,17 @@ _DISCORD_WEBHOOK = re.compile(r"(/api(?:/v\d+)?/webhooks/\d+/)[^/?#\s\"'<>]+")
 _SECRET_HEADER_WORDS = ("auth", "cookie", "token", "secret", "key", "sig", "pass")
 _PUBLIC_HEADERS = frozenset({"idempotency-key"})  # the gateway's own `<event id>:<route>:<n>`
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9-]*) +\S")
+
+
+def map_strings(obj: Any, change: Callable[[str], str]) -> Any:
+    """A copy of JSON-like data with `change` applied to every string value (keys are kept)."""
+    if isinstance(obj, str):
+        return change(obj)
+    if isinstance(obj, Mapping):
+        return {key: map_strings(item, change) for key, item in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [map_strings(item, change) for item in obj]
+    return obj
 
 
 def _spellings(secret: str) -> set[str]:
@@ -89,13 +100,7 @@ class Masker:
 
     def value(self, obj: Any) -> Any:
         """A copy of JSON-like data with `text` applied to every string value (keys are kept)."""
-        if isinstance(obj, str):
-            return self.text(obj)
-        if isinstance(obj, Mapping):
-            return {key: self.value(item) for key, item in obj.items()}
-        if isinstance(obj, list | tuple):
-            return [self.value(item) for item in obj]
-        return obj
+        return map_strings(obj, self.text)
 
     def request(self, request: RenderedRequest) -> RenderedRequest:
         """A request fit to show: URL, headers and body masked (a body that changes is re-encoded as UTF-8)."""
