@@ -202,6 +202,7 @@ def _filter_fields(args: argparse.Namespace) -> dict[str, object]:
 
 def _deliveries(args: argparse.Namespace) -> int:
     from gateway import deliveries as service
+    from gateway import deliveries_text as text
     from gateway.clock import SystemClock
 
     loaded = load_config(args.config)
@@ -215,13 +216,14 @@ def _deliveries(args: argparse.Namespace) -> int:
             return service.list_document(await service.find_deliveries(store, where), where, loaded.masker)
 
     document = asyncio.run(show())
-    as_text = service.format_delivery if args.id else service.format_deliveries
+    as_text = text.format_delivery if args.id else text.format_deliveries
     print(json.dumps(document, indent=2, ensure_ascii=False) if args.json else as_text(document))
     return 0
 
 
 def _replay(args: argparse.Namespace) -> int:
     from gateway import deliveries as service
+    from gateway import deliveries_text as text
     from gateway.clock import SystemClock
 
     loaded = load_config(args.config)
@@ -237,7 +239,7 @@ def _replay(args: argparse.Namespace) -> int:
             return await service.replay(loaded, store, where, now_ms, rerender=args.rerender)
 
     document = service.replay_document(asyncio.run(run()), loaded.masker)
-    print(json.dumps(document, indent=2, ensure_ascii=False) if args.json else service.format_replay(document))
+    print(json.dumps(document, indent=2, ensure_ascii=False) if args.json else text.format_replay(document))
     return 0
 
 
