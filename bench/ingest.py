@@ -1,9 +1,11 @@
 """Signed ingest throughput: the full gateway path against a bare aiohttp handler, same run.
 
 Each server runs pinned to core 0 and wrk to core 1 (when taskset exists), 32 connections,
-POSTing a signed ~3 KB Missive payload. The gateway verifies the signature, parses,
-dedupes, matches two routes, renders three requests and commits the event and its
+POSTing a signed ~3 KB Missive payload. "gateway ingest" verifies the signature, parses,
+dedupes, matches two routes, renders three requests, logs the event and commits it and its
 deliveries durably before each 200 (its worker is off: this measures ingest alone).
+"gateway, 1 route" does the least a durable gateway does: one field rule, one small
+request, logging at warning.
 
     .venv/bin/python bench/ingest.py [--seconds 10] [--connections 32]
 """
@@ -52,6 +54,20 @@ routes:
 """
 
 
+# The least a durable gateway does: signature, parse, one field rule, one small rendered request, commit.
+MINIMAL_CONFIG = """\
+storage: {path: minimal.db}
+sources:
+  missive: {secrets: ["bench-secret"], dedupe_window: 0s}
+destinations:
+  crm: {url: "http://127.0.0.1:9/crm"}
+routes:
+  - name: incoming
+    when: {path: $.rule.type, equals: incoming_email}
+    send: [{to: crm, body: {id: "{{ conversation.id }}"}}]
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
@@ -61,12 +77,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "config.yaml").write_text(CONFIG)
+        (work / "minimal.yaml").write_text(MINIMAL_CONFIG)
         lua = wrk_post_script(work / "post.lua", body, {
             "Content-Type": "application/json", "X-Hook-Signature": sign(SECRET.encode(), body),
         })
         results = {}
         for name, command in {
             "bare aiohttp handler": [PYTHON, str(ROOT / "bench" / "bare_server.py")],
+            "gateway, 1 route": [PYTHON, "-m", "gateway", "serve", "-c", str(work / "minimal.yaml"),
+                                 "--no-worker", "--log-level", "warning", "--port"],
             "gateway ingest": [PYTHON, "-m", "gateway", "serve", "-c", str(work / "config.yaml"),
                                "--no-worker", "--port"],
         }.items():
@@ -81,8 +100,8 @@ def main() -> None:
     for name, result in results.items():
         print(f"{name:<24}{result.requests_per_s:>10.0f}{result.p50_ms:>10.2f}{result.p99_ms:>10.2f}"
               f"{result.non_2xx:>10}")
-    ratio = results["gateway ingest"].requests_per_s / base.requests_per_s
-    print(f"ratio gateway / bare: {ratio:.2f}")
+    for name in ("gateway, 1 route", "gateway ingest"):
+        print(f"ratio {name} / bare: {results[name].requests_per_s / base.requests_per_s:.2f}")
 
 
 if __name__ == "__main__":
