@@ -8,6 +8,7 @@ that passes here can fail at request time for a reason the config could have cau
 from __future__ import annotations
 
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Iterable
@@ -57,7 +58,15 @@ class LoadedConfig:
         return self.config.sources[name].path or f"/hooks/{name}"
 
     def routes_for(self, source: str) -> list[CompiledRoute]:
-        return [route for route in self.routes if route.source == source]
+        """The routes that see `source`'s events, in order (grouped once: ingest asks on every request)."""
+        return self._routes_by_source.get(source, [])
+
+    @functools.cached_property
+    def _routes_by_source(self) -> dict[str, list[CompiledRoute]]:
+        grouped: dict[str, list[CompiledRoute]] = {}
+        for route in self.routes:
+            grouped.setdefault(route.source, []).append(route)
+        return grouped
 
 
 def load_config(file: str | Path, environ: typing.Mapping[str, str] | None = None) -> LoadedConfig:
