@@ -39,7 +39,7 @@ from pathlib import Path
 import aiohttp
 from common import FIXTURES, PYTHON, ROOT, free_port, pinned, running
 
-from gateway.verify import sign
+from gateway.ingest.signature import sign
 
 SECRET = "bench-secret"
 CONNECTIONS = 32

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from common import FIXTURES, PYTHON, ROOT, free_port, pinned, running, wrk, wrk_post_script
 
-from gateway.verify import sign
+from gateway.ingest.signature import sign
 
 SECRET = "bench-secret"
 CONFIG = """\

@@ -44,7 +44,7 @@ from common import FIXTURES, PYTHON, ROOT, WrkResult, free_port, pinned, running
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.verify import sign
+from gateway.ingest.signature import sign
 
 SQLITE_STORAGE = "storage: {path: gateway.db}\n"
 LOAD_CORE = 1

@@ -21,9 +21,9 @@ from pathlib import Path
 from common import FIXTURES
 from ingest import CONFIG
 
-from gateway.config import LoadedConfig, load_config
-from gateway.render import template_context
-from gateway.route import new_id, plan, to_deliveries
+from gateway.config.loader import LoadedConfig, load_config
+from gateway.routing.plan import new_id, plan, to_deliveries
+from gateway.routing.templates import template_context
 
 PAYLOAD = json.loads((FIXTURES / "incoming-email-with-labels.json").read_bytes())
 EVENT = {"id": new_id("evt", 0), "source": "missive", "received_at": 1717402005.5}

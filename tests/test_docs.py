@@ -12,7 +12,7 @@ from typing import Annotated, Any, Union
 import pytest
 from pydantic import BaseModel
 
-from gateway.schema import GatewayConfig
+from gateway.config.schema import GatewayConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -16,15 +16,15 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.cases import load_cases, run_cases
+from gateway.cli.cases import load_cases, run_cases
 from gateway.clock import FakeClock
-from gateway.config import LoadedConfig, load_config
-from gateway.deliver import make_session
-from gateway.ingest import accept
+from gateway.config.loader import LoadedConfig, load_config
+from gateway.delivery.send import make_session
+from gateway.delivery.worker import Worker
+from gateway.ingest.accept import accept
+from gateway.ingest.signature import sign
 from gateway.model import Delivery, DeliveryFilter, DeliveryStatus
 from gateway.store.sqlite import SqliteStore
-from gateway.verify import sign
-from gateway.worker import Worker
 from tests.fakes import Received, Reply, json_reply
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -1,6 +1,6 @@
 """Rule tests: a cases file of payloads and what the config must do with each (`gateway test --cases`).
 
-Each case goes through the dry run (`gateway.dryrun`), so it sees exactly what `gateway test
+Each case goes through the dry run (`gateway.routing.dry_run`), so it sees exactly what `gateway test
 PAYLOAD` shows, secrets masked; expected values are masked the same way before comparing.
 
     cases:
@@ -26,13 +26,13 @@ from typing import Any
 import pydantic
 from pydantic import Field, model_validator
 
-from gateway.config import LoadedConfig
-from gateway.dryrun import dry_run, pick_source
+from gateway.config.loader import LoadedConfig
+from gateway.config.schema import Model
+from gateway.config.yaml_source import join_path, read_yaml
 from gateway.errors import ConfigError, ConfigProblem, GatewayError
-from gateway.jsonpath import SHOWN_CHARS, clip, compile_path
 from gateway.mask import Masker
-from gateway.schema import Model
-from gateway.yamlsource import join_path, read_yaml
+from gateway.routing.dry_run import dry_run, pick_source
+from gateway.routing.jsonpath import SHOWN_CHARS, clip, compile_path
 
 _CONTEXT_CHARS = 20  # shown before the first difference of two long texts
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.deliveries import ReplayOutcome
+from gateway.delivery.dead_letters import ReplayOutcome
 
 _ERROR_CHARS = 60
 

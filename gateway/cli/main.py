@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.config import LoadedConfig, load_config
+from gateway.config.loader import LoadedConfig, load_config
 from gateway.errors import ConfigError, GatewayError
-from gateway.logs import LOG_FORMATS, LOG_LEVELS, SECRETS, remember_secrets, setup_logging
+from gateway.ops.logs import LOG_FORMATS, LOG_LEVELS, SECRETS, remember_secrets, setup_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,7 +95,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from gateway.schema import GatewayConfig
+    from gateway.config.schema import GatewayConfig
 
     print(json.dumps(GatewayConfig.model_json_schema(by_alias=True), indent=2))
     return 0
@@ -107,7 +107,7 @@ def _print_problems(exc: ConfigError, what: str) -> None:
 
 
 def _test(args: argparse.Namespace) -> int:
-    from gateway.dryrun import dry_run, format_text
+    from gateway.routing.dry_run import dry_run, format_text
 
     if (args.payload is None) == (args.cases is None):
         raise GatewayError("give either a PAYLOAD file or --cases CASES.yaml")
@@ -126,7 +126,7 @@ def _test(args: argparse.Namespace) -> int:
 
 def _test_cases(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     """`gateway test --cases`: every case's PASS/FAIL line; exit 1 when any fails or the file is broken."""
-    from gateway.cases import format_results, load_cases, results_document, run_cases
+    from gateway.cli.cases import format_results, load_cases, results_document, run_cases
 
     try:
         cases = load_cases(args.cases, loaded, args.source)
@@ -149,8 +149,8 @@ def _worker(args: argparse.Namespace) -> int:
 def _run_app(args: argparse.Namespace, run_worker: bool, receive: bool) -> int:
     from aiohttp import web
 
-    from gateway.runtime import ConfigHolder
-    from gateway.server import create_app
+    from gateway.ops.config_holder import ConfigHolder
+    from gateway.web.app import create_app
 
     setup_logging(args.log_format, args.log_level)
     loaded = load_config(args.config)
@@ -201,9 +201,9 @@ def _filter_fields(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _deliveries(args: argparse.Namespace) -> int:
-    from gateway import deliveries as service
-    from gateway import deliveries_text as text
+    from gateway.cli import deliveries_text as text
     from gateway.clock import SystemClock
+    from gateway.delivery import dead_letters as service
 
     loaded = load_config(args.config)
     remember_secrets(loaded)
@@ -222,9 +222,9 @@ def _deliveries(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from gateway import deliveries as service
-    from gateway import deliveries_text as text
+    from gateway.cli import deliveries_text as text
     from gateway.clock import SystemClock
+    from gateway.delivery import dead_letters as service
 
     loaded = load_config(args.config)
     remember_secrets(loaded)

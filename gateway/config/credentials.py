@@ -12,8 +12,8 @@ import base64
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlsplit
 
+from gateway.config.schema import GatewayConfig
 from gateway.mask import MASK, Masker
-from gateway.schema import GatewayConfig
 
 # Destination types whose URL ends in a credential (incoming webhooks), and the least length taken for one:
 # Slack's, Discord's and Teams' tokens are 24 to 68 characters, shorter last segments are ordinary words.

@@ -19,13 +19,13 @@ from typing import Any, Union
 import pydantic
 from pydantic import BaseModel
 
-from gateway.credentials import config_credentials
+from gateway.config.credentials import config_credentials
+from gateway.config.schema import GatewayConfig, RouteConfig
+from gateway.config.yaml_source import YamlDocument, join_path, read_yaml
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.mask import Masker
-from gateway.match import Predicate, compile_condition
-from gateway.render import RequestTemplate, compile_request
-from gateway.schema import GatewayConfig, RouteConfig
-from gateway.yamlsource import YamlDocument, join_path, read_yaml
+from gateway.routing.conditions import Predicate, compile_condition
+from gateway.routing.templates import RequestTemplate, compile_request
 
 
 @dataclass(frozen=True)

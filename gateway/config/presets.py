@@ -1,14 +1,14 @@
 """What each destination type adds to a plain HTTP request before rendering.
 
 Outcome rules per type (Slack's `ok:false`, Discord's `retry_after`...) live in
-`gateway.classify`; this module only supplies defaults for URL, method and headers.
+`gateway.delivery.classify`; this module only supplies defaults for URL, method and headers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.schema import DestinationConfig
+from gateway.config.schema import DestinationConfig
 
 MISSIVE_POSTS_URL = "https://public.missiveapp.com/v1/posts"
 

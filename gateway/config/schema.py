@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, WithJsonSchema, model_validator
 
-from gateway.units import parse_duration, parse_rate, parse_size
+from gateway.config.units import parse_duration, parse_rate, parse_size
 
 Duration = Annotated[
     float,

@@ -7,7 +7,7 @@ import re
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
-from gateway.schema import RetryConfig
+from gateway.config.schema import RetryConfig
 
 _DELTA_SECONDS = re.compile(r"^\d+(?:\.\d+)?$")
 

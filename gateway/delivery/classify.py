@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gateway.deliver import Response, TransportFailure
-from gateway.retry import parse_retry_after
-from gateway.schema import DestinationType
+from gateway.config.schema import DestinationType
+from gateway.delivery.backoff import parse_retry_after
+from gateway.delivery.send import Response, TransportFailure
 
 OutcomeKind = Literal["delivered", "retry", "dead"]
 

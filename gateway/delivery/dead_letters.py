@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from gateway.config import LoadedConfig
+from gateway.config.loader import LoadedConfig
+from gateway.config.units import parse_duration
 from gateway.errors import GatewayError, PayloadError
-from gateway.ingest import parse_payload
+from gateway.ingest.accept import parse_payload
 from gateway.mask import Masker
 from gateway.model import Attempt, Delivery, DeliveryFilter, DeliveryStatus, RenderedRequest, StoredEvent
-from gateway.route import IDEMPOTENCY_HEADER, PlannedSend, RouteVerdict, plan
+from gateway.routing.plan import IDEMPOTENCY_HEADER, PlannedSend, RouteVerdict, plan
 from gateway.store.base import Store
 from gateway.store.factory import make_store
-from gateway.units import parse_duration
 
 FILTER_FIELDS = ("status", "route", "destination", "since", "event_id", "limit")
 LIST_LIMIT = 100

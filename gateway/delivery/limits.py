@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.schema import DestinationConfig
+from gateway.config.schema import DestinationConfig
 
 # Floating-point refills can land a hair under a whole token at the instant it is due.
 _TOKEN_EPSILON = 1e-9

@@ -15,8 +15,8 @@ from typing import Literal
 import aiohttp
 
 from gateway import __version__
+from gateway.config.schema import SignConfig
 from gateway.model import RenderedRequest
-from gateway.schema import SignConfig
 
 EXCERPT_BYTES = 2048
 # Reading a small answer to its end lets the connection be reused; a larger one is cut and its connection closed.
@@ -46,7 +46,7 @@ class TransportFailure:
 
 
 def make_session(max_connections: int = MAX_CONNECTIONS) -> aiohttp.ClientSession:
-    """The one client session the worker shares; per-destination concurrency is enforced by `gateway.limits`."""
+    """The one client session the worker shares; per-destination concurrency is enforced by `delivery.limits`."""
     connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, ttl_dns_cache=300)
     return aiohttp.ClientSession(
         connector=connector,

@@ -11,14 +11,14 @@ import logging
 from collections.abc import AsyncIterator
 
 from gateway.clock import Clock
-from gateway.config import LoadedConfig
-from gateway.deliver import make_session
+from gateway.config.loader import LoadedConfig
+from gateway.delivery.limits import Limits
+from gateway.delivery.send import make_session
+from gateway.delivery.shared_limits import RedisLimits
+from gateway.delivery.worker import OnAttempt, Worker
 from gateway.errors import StoreUnavailable
-from gateway.limits import Limits
-from gateway.redis_limits import RedisLimits
 from gateway.store.base import Store
 from gateway.store.redis import RedisStore
-from gateway.worker import OnAttempt, Worker
 
 log = logging.getLogger("gateway.worker")
 

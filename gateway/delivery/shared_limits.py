@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from gateway.config.schema import DestinationConfig
+from gateway.delivery.limits import Limits
+from gateway.delivery.worker import LEASE_MARGIN_S
 from gateway.errors import StoreUnavailable
-from gateway.limits import Limits
-from gateway.schema import DestinationConfig
 from gateway.store.redis import redis_errors
-from gateway.worker import LEASE_MARGIN_S
 
 log = logging.getLogger("gateway.limits")
 

@@ -1,6 +1,6 @@
 """The delivery loop: claim due deliveries, send each, classify the answer, record the next state.
 
-Admission is per destination (`gateway.limits`), so a destination that is slow or down
+Admission is per destination (`gateway.delivery.limits`), so a destination that is slow or down
 only ever holds its own slots; deliveries to the others keep flowing.
 """
 
@@ -14,14 +14,14 @@ from collections.abc import Callable, Mapping
 
 from aiohttp import ClientSession
 
-from gateway.classify import Outcome, classify
 from gateway.clock import Clock, SystemClock
-from gateway.deliver import Response, TransportFailure, send
+from gateway.config.schema import DestinationConfig
+from gateway.delivery.backoff import next_delay_s
+from gateway.delivery.classify import Outcome, classify
+from gateway.delivery.limits import Limits, LocalLimits
+from gateway.delivery.send import Response, TransportFailure, send
 from gateway.errors import StoreUnavailable
-from gateway.limits import Limits, LocalLimits
 from gateway.model import Attempt, AttemptResult, Delivery, DeliveryStatus
-from gateway.retry import next_delay_s
-from gateway.schema import DestinationConfig
 from gateway.store.base import Store
 
 logger = logging.getLogger("gateway.worker")

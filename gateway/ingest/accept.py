@@ -9,12 +9,12 @@ from typing import Any
 
 import orjson
 
-from gateway.config import LoadedConfig
+from gateway.config.loader import LoadedConfig
 from gateway.errors import PayloadError
+from gateway.ingest.signature import verify
 from gateway.model import IngestResult, NewEvent
-from gateway.route import new_id, plan, to_deliveries
+from gateway.routing.plan import new_id, plan, to_deliveries
 from gateway.store.base import Store
-from gateway.verify import verify
 
 log = logging.getLogger("gateway.ingest")
 

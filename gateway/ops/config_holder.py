@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.config import LoadedConfig
+from gateway.config.loader import LoadedConfig
 
 
 class ActiveConfig:

@@ -14,7 +14,7 @@ from typing import Any, Literal, TextIO
 
 import orjson
 
-from gateway.config import LoadedConfig
+from gateway.config.loader import LoadedConfig
 from gateway.mask import Masker, map_strings
 
 LogFormat = Literal["text", "json"]

@@ -12,9 +12,9 @@ import logging
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
-from gateway.config import LoadedConfig
+from gateway.config.loader import LoadedConfig
 from gateway.errors import GatewayError, PayloadError, SignatureError, StoreUnavailable
-from gateway.ingest import Accepted
+from gateway.ingest.accept import Accepted
 from gateway.model import AttemptResult, Delivery, DeliveryStatus
 from gateway.store.base import Store
 
@@ -127,7 +127,7 @@ def rejection_outcome(error: GatewayError) -> str:
 
 
 def attempt_result(result: AttemptResult) -> str:
-    """`2xx`..`5xx` for an answer; otherwise the failure kind that starts the error (see gateway.classify)."""
+    """`2xx`..`5xx` for an answer; otherwise the failure kind that starts the error (see gateway.delivery.classify)."""
     attempt = result.attempt
     if attempt.status_code is not None:
         return f"{attempt.status_code // 100}xx"

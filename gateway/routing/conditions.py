@@ -2,7 +2,7 @@
 
 A path that finds several values holds when any of them does; a path that finds nothing
 fails every operator but `exists: false`. Values of different types never compare, and
-`true` is not `1`. Paths are compiled by `gateway.jsonpath`.
+`true` is not `1`. Paths are compiled by `gateway.routing.jsonpath`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+from gateway.config.schema import Condition
 from gateway.errors import ConfigProblem
-from gateway.jsonpath import Getter, clip, compile_path
-from gateway.schema import Condition
+from gateway.routing.jsonpath import Getter, clip, compile_path
 
 Test = Callable[[Any], bool]
 

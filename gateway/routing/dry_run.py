@@ -6,10 +6,10 @@ import json
 import time
 from typing import Any
 
-from gateway.config import LoadedConfig
+from gateway.config.loader import LoadedConfig
 from gateway.errors import GatewayError
-from gateway.ingest import is_validation_request, parse_payload
-from gateway.route import RouteVerdict, plan
+from gateway.ingest.accept import is_validation_request, parse_payload
+from gateway.routing.plan import RouteVerdict, plan
 
 
 def pick_source(config: LoadedConfig, source: str | None) -> str:

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config import CompiledRoute
+from gateway.config.loader import CompiledRoute
 from gateway.errors import RenderError
 from gateway.model import NewDelivery, RenderedRequest
-from gateway.render import template_context
-from gateway.view import payload_view
+from gateway.routing.payload import payload_view
+from gateway.routing.templates import template_context
 
 EVENT_ID_HEADER = "X-Gateway-Event-Id"
 IDEMPOTENCY_HEADER = "Idempotency-Key"

@@ -35,11 +35,11 @@ from jinja2.environment import Template
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from gateway.config.presets import request_defaults
+from gateway.config.schema import DestinationConfig, SendConfig
 from gateway.errors import ConfigProblem, GatewayError, RenderError
 from gateway.model import RenderedRequest
-from gateway.presets import request_defaults
-from gateway.schema import DestinationConfig, SendConfig
-from gateway.view import payload_view
+from gateway.routing.payload import payload_view
 
 Scope = dict[str, Any]  # a render's context over the environment's globals, merged once per request
 

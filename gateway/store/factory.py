@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.schema import StorageConfig
+from gateway.config.schema import StorageConfig
 from gateway.store.base import Store
 
 

@@ -1,7 +1,7 @@
 """The admin API under /admin/: deliveries, replay, events and the active config, behind a bearer token.
 
 It is off (404) while the active config has no `admin.token`, so a reload turns it on or off.
-The handlers only translate HTTP to `gateway.deliveries`, which the CLI runs too.
+The handlers only translate HTTP to `gateway.delivery.dead_letters`, which the CLI runs too.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import SecretStr
 
-from gateway import deliveries
-from gateway.appkeys import CLOCK, CONFIG, STORE, WORKER
-from gateway.config import LoadedConfig
-from gateway.deliveries import FilterError, NotFound, ReplayOutcome, ReplayReport
+from gateway.config.loader import LoadedConfig
+from gateway.delivery import dead_letters as deliveries
+from gateway.delivery.dead_letters import FilterError, NotFound, ReplayOutcome, ReplayReport
 from gateway.errors import StoreUnavailable
-from gateway.httperrors import Handler, error_response
 from gateway.mask import MASK, Masker
 from gateway.model import DeliveryFilter
+from gateway.web.errors import Handler, error_response
+from gateway.web.keys import CLOCK, CONFIG, STORE, WORKER
 
 log = logging.getLogger("gateway.admin")
 

@@ -7,19 +7,19 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway import handlers
-from gateway.admin import add_admin_routes
-from gateway.appkeys import CLOCK, CONFIG, RECEIVES, STORE, WORKER, WorkerSlot
 from gateway.clock import Clock, SystemClock
-from gateway.config import LoadedConfig
-from gateway.delivery_service import running_worker
-from gateway.httperrors import json_errors
-from gateway.logs import remember_secrets
-from gateway.metrics import METRICS, Metrics
-from gateway.reload import Reloader
-from gateway.runtime import ConfigHolder
+from gateway.config.loader import LoadedConfig
+from gateway.delivery.service import running_worker
+from gateway.ops.config_holder import ConfigHolder
+from gateway.ops.logs import remember_secrets
+from gateway.ops.metrics import METRICS, Metrics
+from gateway.ops.reload import Reloader
 from gateway.store.base import Store
 from gateway.store.factory import make_store
+from gateway.web import hooks as handlers
+from gateway.web.admin import add_admin_routes
+from gateway.web.errors import json_errors
+from gateway.web.keys import CLOCK, CONFIG, RECEIVES, STORE, WORKER, WorkerSlot
 
 log = logging.getLogger("gateway.server")
 

@@ -6,12 +6,12 @@ import logging
 
 from aiohttp import web
 
-from gateway.appkeys import CLOCK, CONFIG, STORE, WORKER
 from gateway.errors import PayloadError, SignatureError, StoreUnavailable
-from gateway.httperrors import error_response
-from gateway.ingest import accept
-from gateway.metrics import METRICS, exposition, rejection_outcome
-from gateway.verify import SIGNATURE_HEADER
+from gateway.ingest.accept import accept
+from gateway.ingest.signature import SIGNATURE_HEADER
+from gateway.ops.metrics import METRICS, exposition, rejection_outcome
+from gateway.web.errors import error_response
+from gateway.web.keys import CLOCK, CONFIG, STORE, WORKER
 
 log = logging.getLogger("gateway.ingest")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.clock import Clock
-from gateway.runtime import ConfigHolder
+from gateway.delivery.worker import Worker
+from gateway.ops.config_holder import ConfigHolder
 from gateway.store.base import Store
-from gateway.worker import Worker
 
 
 class WorkerSlot:

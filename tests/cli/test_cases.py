@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cases import CaseResult, format_results, load_cases, results_document, run_cases
-from gateway.cli import main
-from gateway.config import LoadedConfig, load_config
+from gateway.cli.cases import CaseResult, format_results, load_cases, results_document, run_cases
+from gateway.cli.main import main
+from gateway.config.loader import LoadedConfig, load_config
 from gateway.errors import ConfigError
 from tests.conftest import FIXTURES
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config
+from gateway.config.loader import load_config
 from gateway.errors import ConfigError
 
 VALID = """\
@@ -148,5 +148,5 @@ def test_missing_file_is_one_clear_problem(tmp_path: Path) -> None:
 
 
 def test_example_config_is_valid() -> None:
-    loaded = load_config(Path(__file__).resolve().parents[1] / "config.example.yaml", environ={})
+    loaded = load_config(Path(__file__).resolve().parents[2] / "config.example.yaml", environ={})
     assert {route.name for route in loaded.routes} == {"vip-mail-to-slack", "incoming-mail-to-crm"}

@@ -8,8 +8,8 @@ from email.utils import format_datetime
 
 import pytest
 
-from gateway.retry import backoff_s, next_delay_s, parse_retry_after
-from gateway.schema import RetryConfig
+from gateway.config.schema import RetryConfig
+from gateway.delivery.backoff import backoff_s, next_delay_s, parse_retry_after
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from gateway.classify import Outcome, classify
-from gateway.deliver import Response, TransportFailure
-from gateway.schema import DestinationType
+from gateway.config.schema import DestinationType
+from gateway.delivery.classify import Outcome, classify
+from gateway.delivery.send import Response, TransportFailure
 
 NOW_MS = 1_772_366_400_000  # Sun, 01 Mar 2026 12:00:00 GMT
 

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli.main import main
 from gateway.clock import FakeClock, SystemClock
-from gateway.config import LoadedConfig, load_config
-from gateway.deliver import make_session
-from gateway.deliveries import FilterError, NotFound, ReplayOutcome, parse_filter, replay, replay_filter
-from gateway.ingest import accept
+from gateway.config.loader import LoadedConfig, load_config
+from gateway.delivery.dead_letters import FilterError, NotFound, ReplayOutcome, parse_filter, replay, replay_filter
+from gateway.delivery.send import make_session
+from gateway.delivery.worker import Worker
+from gateway.ingest.accept import accept
+from gateway.ingest.signature import sign
 from gateway.model import DeliveryFilter, DeliveryStatus
 from gateway.store.sqlite import SqliteStore
-from gateway.verify import sign
-from gateway.worker import Worker
 from tests.conftest import FIXTURE_SECRET, fixture_bytes
 from tests.fakes import FakeDestination, Reply
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from gateway.limits import LocalLimits
-from gateway.schema import DestinationConfig
+from gateway.config.schema import DestinationConfig
+from gateway.delivery.limits import LocalLimits
 
 T0 = 1_700_000_000_000
 

@@ -10,9 +10,9 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from gateway.deliver import EXCERPT_BYTES, Response, TransportFailure, make_session, send, signature
+from gateway.config.schema import SignConfig
+from gateway.delivery.send import EXCERPT_BYTES, Response, TransportFailure, make_session, send, signature
 from gateway.model import RenderedRequest
-from gateway.schema import SignConfig
 from tests.fakes import DROP, HANG, FakeDestination, Reply, refused_url
 
 SECRET_PATH = "/services/T000/B000/XXXXsecretXXXX"

@@ -14,14 +14,14 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.clock import SystemClock
-from gateway.deliver import make_session
+from gateway.config.schema import DestinationConfig
+from gateway.delivery.limits import Limits, LocalLimits
+from gateway.delivery.send import make_session
+from gateway.delivery.shared_limits import RedisLimits
+from gateway.delivery.worker import LEASE_MARGIN_S, Worker
 from gateway.errors import StoreUnavailable
-from gateway.limits import Limits, LocalLimits
 from gateway.model import AttemptResult, Delivery, DeliveryStatus, NewDelivery, NewEvent, RenderedRequest
-from gateway.redis_limits import RedisLimits
-from gateway.schema import DestinationConfig
 from gateway.store.redis import RedisStore, connect
-from gateway.worker import LEASE_MARGIN_S, Worker
 from tests.fakes import FakeDestination, Reply
 from tests.redis_server import RedisServer, running_server
 

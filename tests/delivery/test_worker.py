@@ -16,8 +16,10 @@ import aiohttp
 import pytest
 
 from gateway.clock import Clock, FakeClock, SystemClock
-from gateway.deliver import make_session, signature
-from gateway.limits import LocalLimits
+from gateway.config.schema import DestinationConfig
+from gateway.delivery.limits import LocalLimits
+from gateway.delivery.send import make_session, signature
+from gateway.delivery.worker import Worker
 from gateway.model import (
     Attempt,
     AttemptResult,
@@ -27,9 +29,7 @@ from gateway.model import (
     NewEvent,
     RenderedRequest,
 )
-from gateway.schema import DestinationConfig
 from gateway.store.sqlite import SqliteStore
-from gateway.worker import Worker
 from tests.fakes import (
     DROP,
     HANG,

@@ -13,12 +13,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.appkeys import STORE
-from gateway.config import load_config
+from gateway.config.loader import load_config
+from gateway.ingest.signature import sign
 from gateway.model import DeliveryFilter, DeliveryStatus
-from gateway.runtime import ConfigHolder
-from gateway.server import create_app
-from gateway.verify import sign
+from gateway.ops.config_holder import ConfigHolder
+from gateway.web.app import create_app
+from gateway.web.keys import STORE
 from tests.conftest import FIXTURE_SECRET, fixture_bytes
 
 CONFIG = f"""\

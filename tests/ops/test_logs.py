@@ -21,15 +21,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.config import load_config
-from gateway.credentials import literal_credentials
-from gateway.logs import LogFormat, default_format, make_handler, remember_secrets
-from gateway.schema import GatewayConfig
+from gateway.config.credentials import literal_credentials
+from gateway.config.loader import load_config
+from gateway.config.schema import GatewayConfig
+from gateway.ops.logs import LogFormat, default_format, make_handler, remember_secrets
 from tests.conftest import fixture_bytes
-from tests.test_reload import GatewayProcess, start_gateway, stop_gateway
+from tests.ops.test_reload import GatewayProcess, start_gateway, stop_gateway
 
 MakeServer = Callable[[web.Application], Awaitable[TestServer]]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 SOURCE_SECRET = "src-secret-7Hq2"
 OLD_SOURCE_SECRET = "src-secret-old-9Xk"

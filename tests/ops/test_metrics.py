@@ -12,14 +12,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.appkeys import STORE
 from gateway.clock import FakeClock
-from gateway.config import load_config
-from gateway.metrics import attempt_result
+from gateway.config.loader import load_config
+from gateway.ingest.signature import sign
 from gateway.model import Attempt, AttemptResult, DeliveryStatus
-from gateway.runtime import ConfigHolder
-from gateway.server import create_app
-from gateway.verify import sign
+from gateway.ops.config_holder import ConfigHolder
+from gateway.ops.metrics import attempt_result
+from gateway.web.app import create_app
+from gateway.web.keys import STORE
 from tests.conftest import FIXTURE_SECRET, fixture_bytes
 from tests.fakes import HANG, FakeDestination, refused_url, retry_after, slack_ok
 

@@ -20,24 +20,24 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.appkeys import CONFIG, STORE
 from gateway.clock import FakeClock
-from gateway.config import load_config
-from gateway.deliver import make_session
+from gateway.config.loader import load_config
+from gateway.config.schema import DestinationConfig, GatewayConfig
+from gateway.delivery.send import make_session
+from gateway.delivery.worker import Worker
+from gateway.ingest.signature import sign
 from gateway.model import DeliveryFilter, DeliveryStatus, NewDelivery, NewEvent, RenderedRequest
-from gateway.reload import needs_restart
-from gateway.runtime import ConfigHolder
-from gateway.schema import DestinationConfig, GatewayConfig
-from gateway.server import create_app
+from gateway.ops.config_holder import ConfigHolder
+from gateway.ops.reload import needs_restart
 from gateway.store.sqlite import SqliteStore
-from gateway.verify import sign
-from gateway.worker import Worker
+from gateway.web.app import create_app
+from gateway.web.keys import CONFIG, STORE
 from tests.conftest import FIXTURE_SECRET, fixture_bytes
 from tests.fakes import HANG, FakeDestination
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[web.Application], Awaitable[Client]]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMS = fixture_bytes("incoming-sms.json")
 VIP = fixture_bytes("incoming-email-with-labels.json")
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 
+from gateway.config.schema import Condition
 from gateway.errors import ConfigProblem
-from gateway.jsonpath import _fast_getter, compile_path
-from gateway.match import Predicate, compile_condition
-from gateway.schema import Condition
-from gateway.view import payload_view
+from gateway.routing.conditions import Predicate, compile_condition
+from gateway.routing.jsonpath import _fast_getter, compile_path
+from gateway.routing.payload import payload_view
 from tests.conftest import FIXTURES
 
 FIXTURE_NAMES = sorted(path.name for path in FIXTURES.glob("*.json"))

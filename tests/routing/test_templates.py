@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.config.presets import MISSIVE_POSTS_URL
+from gateway.config.schema import DestinationConfig, SendConfig
 from gateway.errors import ConfigProblem, RenderError
 from gateway.model import RenderedRequest
-from gateway.presets import MISSIVE_POSTS_URL
-from gateway.render import RequestTemplate, compile_request, template_context
-from gateway.schema import DestinationConfig, SendConfig
+from gateway.routing.templates import RequestTemplate, compile_request, template_context
 from tests.conftest import FIXTURES
 
 AT = "routes[0].send[1]"

@@ -36,7 +36,7 @@ from gateway.store.sqlite import SqliteStore
 from tests.redis_server import RedisServer, running_server
 
 BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("redis", id="redis")]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 T0 = 1_700_000_000_000
 WINDOW_MS = 600_000

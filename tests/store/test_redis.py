@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from gateway.config.schema import StorageConfig
 from gateway.errors import StoreUnavailable
 from gateway.model import AttemptResult, DeliveryFilter, DeliveryStatus
-from gateway.schema import StorageConfig
 from gateway.store.factory import make_store
 from gateway.store.redis import RedisStore, connect
 from tests.redis_server import RedisServer, redis_server_path, running_server
-from tests.test_store import LEASE_MS, T0, WINDOW_MS, attempt_of, ids, new_delivery, new_event, put, stored
+from tests.store.test_contract import LEASE_MS, T0, WINDOW_MS, attempt_of, ids, new_delivery, new_event, put, stored
 
 
 @pytest.fixture(scope="session")

@@ -20,9 +20,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from gateway.ingest.signature import sign
 from gateway.model import DeliveryStatus
 from gateway.store.sqlite import SqliteStore
-from gateway.verify import sign
 from tests.conftest import FIXTURE_SECRET, fixture_bytes
 from tests.processes import GatewayProcess, free_port
 from tests.sink import Sink

@@ -17,14 +17,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from gateway.ingest.signature import sign
 from gateway.store.redis import RedisStore
-from gateway.verify import sign
 from tests.conftest import FIXTURE_SECRET
 from tests.processes import GatewayProcess, free_port
 from tests.redis_server import RedisServer, running_server
 from tests.sink import Sink
-from tests.test_crash import POSTERS, Poster, delivered_seqs, event_bodies, wait_for_empty_queue, wait_until
-from tests.test_replicas import config_text
+from tests.system.test_crash import POSTERS, Poster, delivered_seqs, event_bodies, wait_for_empty_queue, wait_until
+from tests.system.test_replicas import config_text
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 

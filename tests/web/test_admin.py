@@ -13,17 +13,17 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
-from gateway.appkeys import CONFIG, STORE, WORKER
-from gateway.config import LoadedConfig, load_config
-from gateway.deliver import make_session
+from gateway.config.loader import LoadedConfig, load_config
+from gateway.delivery.send import make_session
+from gateway.delivery.worker import Worker
+from gateway.ingest.signature import sign
 from gateway.model import DeliveryFilter, DeliveryStatus
-from gateway.runtime import ConfigHolder
-from gateway.server import create_app
-from gateway.verify import sign
-from gateway.worker import Worker
+from gateway.ops.config_holder import ConfigHolder
+from gateway.web.app import create_app
+from gateway.web.keys import CONFIG, STORE, WORKER
 from tests.conftest import FIXTURE_SECRET, fixture_bytes
+from tests.delivery.test_dead_letters import BROKEN_BODY, CRM_TOKEN, EITHER_EMAIL, EMAIL, SECRETS, config_text
 from tests.fakes import FakeDestination, Reply
-from tests.test_deliveries import BROKEN_BODY, CRM_TOKEN, EITHER_EMAIL, EMAIL, SECRETS, config_text
 
 Client = TestClient[web.Request, web.Application]
 ADMIN_TOKEN = "admin-token-value-123"
