@@ -21,7 +21,7 @@ from pathlib import Path
 from common import FIXTURES
 from ingest import CONFIG
 
-from gateway.config.loader import LoadedConfig, load_config
+from gateway.routing.compiled import LoadedConfig, load_config
 from gateway.routing.plan import new_id, plan, to_deliveries
 from gateway.routing.templates import template_context
 

@@ -18,12 +18,12 @@ from aiohttp.test_utils import TestServer
 
 from gateway.cli.cases import load_cases, run_cases
 from gateway.clock import FakeClock
-from gateway.config.loader import LoadedConfig, load_config
 from gateway.delivery.send import make_session
 from gateway.delivery.worker import Worker
 from gateway.ingest.accept import accept
 from gateway.ingest.signature import sign
 from gateway.model import Delivery, DeliveryFilter, DeliveryStatus
+from gateway.routing.compiled import LoadedConfig, load_config
 from gateway.store.sqlite import SqliteStore
 from tests.fakes import Received, Reply, json_reply
 

@@ -26,11 +26,11 @@ from typing import Any
 import pydantic
 from pydantic import Field, model_validator
 
-from gateway.config.loader import LoadedConfig
 from gateway.config.schema import Model
 from gateway.config.yaml_source import join_path, read_yaml
 from gateway.errors import ConfigError, ConfigProblem, GatewayError
 from gateway.mask import Masker
+from gateway.routing.compiled import LoadedConfig
 from gateway.routing.dry_run import dry_run, pick_source
 from gateway.routing.jsonpath import SHOWN_CHARS, clip, compile_path
 

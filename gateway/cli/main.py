@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.config.loader import LoadedConfig, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.ops.logs import LOG_FORMATS, LOG_LEVELS, SECRETS, remember_secrets, setup_logging
+from gateway.routing.compiled import LoadedConfig, load_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,7 +107,8 @@ def _print_problems(exc: ConfigError, what: str) -> None:
 
 
 def _test(args: argparse.Namespace) -> int:
-    from gateway.routing.dry_run import dry_run, format_text
+    from gateway.cli.dry_run_text import format_text
+    from gateway.routing.dry_run import dry_run
 
     if (args.payload is None) == (args.cases is None):
         raise GatewayError("give either a PAYLOAD file or --cases CASES.yaml")

@@ -1,14 +1,14 @@
-"""Loading a config file: read, interpolate, validate, cross-check and compile.
+"""Reading a config file: YAML with line numbers, `${VAR}`, validation against the schema, cross-checks.
 
-Everything that can be wrong with a config is found here, at load, and reported all at
-once as a ConfigError whose problems name the YAML path, the line and the fix. Nothing
-that passes here can fail at request time for a reason the config could have caught.
+Everything that can be wrong with a config is found at load and reported all at once as a
+ConfigError whose problems name the YAML path, the line and the fix. This module finds what
+the file and the schema can tell; `gateway.routing.compiled` adds what compiling conditions
+and templates finds, and raises them together.
 """
 
 from __future__ import annotations
 
 import difflib
-import functools
 import types
 import typing
 from collections.abc import Iterable
@@ -19,58 +19,27 @@ from typing import Any, Union
 import pydantic
 from pydantic import BaseModel
 
-from gateway.config.credentials import config_credentials
 from gateway.config.schema import GatewayConfig, RouteConfig
 from gateway.config.yaml_source import YamlDocument, join_path, read_yaml
 from gateway.errors import ConfigError, ConfigProblem
-from gateway.mask import Masker
-from gateway.routing.conditions import Predicate, compile_condition
-from gateway.routing.templates import RequestTemplate, compile_request
 
 
 @dataclass(frozen=True)
-class CompiledSend:
-    destination: str
-    template: RequestTemplate
-    max_attempts: int
-
-
-@dataclass(frozen=True)
-class CompiledRoute:
-    name: str
-    source: str
-    predicate: Predicate | None
-    sends: tuple[CompiledSend, ...]
-    stop: bool
-
-
-@dataclass(frozen=True)
-class LoadedConfig:
-    """A valid config, with its conditions and templates compiled."""
+class ReadConfig:
+    """A config that passed the schema and the cross-checks; `problems` collects what later steps find."""
 
     file: Path
+    document: YamlDocument
     config: GatewayConfig
-    routes: tuple[CompiledRoute, ...]
-    secrets: frozenset[str]
-    masker: Masker
+    problems: list[ConfigProblem]
 
-    def source_path(self, name: str) -> str:
-        return self.config.sources[name].path or f"/hooks/{name}"
-
-    def routes_for(self, source: str) -> list[CompiledRoute]:
-        """The routes that see `source`'s events, in order (grouped once: ingest asks on every request)."""
-        return self._routes_by_source.get(source, [])
-
-    @functools.cached_property
-    def _routes_by_source(self) -> dict[str, list[CompiledRoute]]:
-        grouped: dict[str, list[CompiledRoute]] = {}
-        for route in self.routes:
-            grouped.setdefault(route.source, []).append(route)
-        return grouped
+    def fail_if_problems(self) -> None:
+        if self.problems:
+            raise ConfigError(str(self.file), with_lines(self.problems, self.document))
 
 
-def load_config(file: str | Path, environ: typing.Mapping[str, str] | None = None) -> LoadedConfig:
-    """Load and compile `file`; raise ConfigError listing every problem found."""
+def read_config(file: str | Path, environ: typing.Mapping[str, str] | None = None) -> ReadConfig:
+    """Read, interpolate, validate and cross-check `file`; raise ConfigError if the schema rejects it."""
     path = Path(file)
     try:
         text = path.read_text(encoding="utf-8")
@@ -82,16 +51,12 @@ def load_config(file: str | Path, environ: typing.Mapping[str, str] | None = Non
     problems = list(document.problems)
     config = _validate(document, problems) if not problems else None
     if config is None:
-        raise ConfigError(str(path), _with_lines(problems, document))
+        raise ConfigError(str(path), with_lines(problems, document))
     _cross_check(config, problems)
-    routes = _compile_routes(config, path.parent, problems)
-    if problems:
-        raise ConfigError(str(path), _with_lines(problems, document))
-    secrets = frozenset(config_credentials(config, document.secret_values))
-    return LoadedConfig(file=path, config=config, routes=routes, secrets=secrets, masker=Masker(secrets))
+    return ReadConfig(path, document, config, problems)
 
 
-def _with_lines(problems: list[ConfigProblem], document: YamlDocument) -> list[ConfigProblem]:
+def with_lines(problems: list[ConfigProblem], document: YamlDocument) -> list[ConfigProblem]:
     return [
         problem if problem.line is not None else ConfigProblem(
             problem.path, problem.message, document.line_of(problem.path), problem.hint
@@ -202,22 +167,3 @@ def _check_route_refs(config: GatewayConfig, index: int, route: RouteConfig, pro
                 ConfigProblem(f"routes[{index}].send[{send_index}].to", f"unknown destination '{send.to}'",
                               hint=_suggest(send.to, config.destinations, "destinations"))
             )
-
-
-def _compile_routes(config: GatewayConfig, base_dir: Path, problems: list[ConfigProblem]) -> tuple[CompiledRoute, ...]:
-    routes = []
-    only_source = next(iter(config.sources)) if len(config.sources) == 1 else ""
-    for index, route in enumerate(config.routes):
-        at = f"routes[{index}]"
-        predicate = compile_condition(route.when, f"{at}.when", problems) if route.when is not None else None
-        sends = []
-        for send_index, send in enumerate(route.send):
-            destination = config.destinations.get(send.to)
-            if destination is None:
-                continue  # reported by _cross_check
-            template = compile_request(send, destination, base_dir, f"{at}.send[{send_index}]", problems)
-            if template is not None:
-                sends.append(CompiledSend(send.to, template, destination.retry.attempts))
-        source = route.source or only_source
-        routes.append(CompiledRoute(route.name, source, predicate, tuple(sends), stop=not route.continue_))
-    return tuple(routes)

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from gateway.config.loader import LoadedConfig
 from gateway.config.units import parse_duration
 from gateway.errors import GatewayError, PayloadError
-from gateway.ingest.accept import parse_payload
 from gateway.mask import Masker
 from gateway.model import Attempt, Delivery, DeliveryFilter, DeliveryStatus, RenderedRequest, StoredEvent
+from gateway.routing.compiled import LoadedConfig
+from gateway.routing.payload import parse_payload
 from gateway.routing.plan import IDEMPOTENCY_HEADER, PlannedSend, RouteVerdict, plan
 from gateway.store.base import Store
 from gateway.store.factory import make_store

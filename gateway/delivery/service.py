@@ -11,12 +11,12 @@ import logging
 from collections.abc import AsyncIterator
 
 from gateway.clock import Clock
-from gateway.config.loader import LoadedConfig
 from gateway.delivery.limits import Limits
 from gateway.delivery.send import make_session
 from gateway.delivery.shared_limits import RedisLimits
 from gateway.delivery.worker import OnAttempt, Worker
 from gateway.errors import StoreUnavailable
+from gateway.routing.compiled import LoadedConfig
 from gateway.store.base import Store
 from gateway.store.redis import RedisStore
 

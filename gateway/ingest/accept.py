@@ -5,14 +5,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
-
-from gateway.config.loader import LoadedConfig
-from gateway.errors import PayloadError
 from gateway.ingest.signature import verify
 from gateway.model import IngestResult, NewEvent
+from gateway.routing.compiled import LoadedConfig
+from gateway.routing.payload import is_validation_request, parse_payload
 from gateway.routing.plan import new_id, plan, to_deliveries
 from gateway.store.base import Store
 
@@ -25,18 +22,6 @@ class Accepted:
 
     result: IngestResult | None
     routes: tuple[str, ...] = ()
-
-
-def parse_payload(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise PayloadError(f"body is not valid JSON: {exc.msg} at byte {exc.pos}") from None
-
-
-def is_validation_request(body: bytes) -> bool:
-    """Missive's rule-save check: an empty body or `{}`; answered 200, nothing routed."""
-    return not body.strip() or body.strip() == b"{}"
 
 
 async def accept(

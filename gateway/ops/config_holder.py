@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.config.loader import LoadedConfig
+from gateway.routing.compiled import LoadedConfig
 
 
 class ActiveConfig:

@@ -14,8 +14,8 @@ from typing import Any, Literal, TextIO
 
 import orjson
 
-from gateway.config.loader import LoadedConfig
 from gateway.mask import Masker, map_strings
+from gateway.routing.compiled import LoadedConfig
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")

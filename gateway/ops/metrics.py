@@ -12,10 +12,10 @@ import logging
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
-from gateway.config.loader import LoadedConfig
 from gateway.errors import GatewayError, PayloadError, SignatureError, StoreUnavailable
 from gateway.ingest.accept import Accepted
 from gateway.model import AttemptResult, Delivery, DeliveryStatus
+from gateway.routing.compiled import LoadedConfig
 from gateway.store.base import Store
 
 log = logging.getLogger("gateway.metrics")

@@ -15,12 +15,12 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from gateway.config.loader import LoadedConfig, load_config
 from gateway.config.schema import GatewayConfig, StorageConfig
 from gateway.errors import ConfigError
 from gateway.ops.config_holder import ConfigHolder
 from gateway.ops.logs import remember_secrets
 from gateway.ops.metrics import Metrics
+from gateway.routing.compiled import LoadedConfig, load_config
 
 log = logging.getLogger("gateway.reload")
 

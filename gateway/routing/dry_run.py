@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
-from gateway.config.loader import LoadedConfig
 from gateway.errors import GatewayError
-from gateway.ingest.accept import is_validation_request, parse_payload
+from gateway.routing.compiled import LoadedConfig
+from gateway.routing.payload import is_validation_request, parse_payload
 from gateway.routing.plan import RouteVerdict, plan
 
 
@@ -58,35 +57,3 @@ def _verdict(config: LoadedConfig, verdict: RouteVerdict) -> dict[str, Any]:
             }
         sends.append(entry)
     return {"route": verdict.route, "matched": verdict.matched, "failed": verdict.failed, "sends": sends}
-
-
-def format_text(report: dict[str, Any]) -> str:
-    """The dry-run report for a person to read."""
-    lines = [f"source: {report['source']}"]
-    if report["validation_request"]:
-        lines.append("this is a validation request (no 'rule'): answered 200, nothing routed")
-        return "\n".join(lines)
-    lines.append(f"rule.type: {report['rule_type']}")
-    if not report["routes"]:
-        lines.append("no route listens to this source")
-    for route in report["routes"]:
-        if not route["matched"]:
-            lines.append(f"✗ {route['route']}: {route['failed']}")
-            continue
-        lines.append(f"✓ {route['route']}: matched")
-        for send in route["sends"]:
-            if "error" in send:
-                lines.append(f"    → {send['to']}: CANNOT RENDER: {send['error']}")
-                continue
-            request = send["request"]
-            lines.append(f"    → {send['to']}: {request['method']} {request['url']}")
-            lines.extend(f"        {name}: {value}" for name, value in request["headers"].items())
-            lines.extend(f"        {line}" for line in _pretty(request["body"]).splitlines())
-    return "\n".join(lines)
-
-
-def _pretty(body: str) -> str:
-    try:
-        return json.dumps(json.loads(body), indent=2, ensure_ascii=False)
-    except ValueError:
-        return body

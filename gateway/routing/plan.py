@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config.loader import CompiledRoute
 from gateway.errors import RenderError
 from gateway.model import NewDelivery, RenderedRequest
+from gateway.routing.compiled import CompiledRoute
 from gateway.routing.payload import payload_view
 from gateway.routing.templates import template_context
 

@@ -15,12 +15,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import SecretStr
 
-from gateway.config.loader import LoadedConfig
 from gateway.delivery import dead_letters as deliveries
 from gateway.delivery.dead_letters import FilterError, NotFound, ReplayOutcome, ReplayReport
 from gateway.errors import StoreUnavailable
 from gateway.mask import MASK, Masker
 from gateway.model import DeliveryFilter
+from gateway.routing.compiled import LoadedConfig
 from gateway.web.errors import Handler, error_response
 from gateway.web.keys import CLOCK, CONFIG, STORE, WORKER
 

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.clock import Clock, SystemClock
-from gateway.config.loader import LoadedConfig
 from gateway.delivery.service import running_worker
 from gateway.ops.config_holder import ConfigHolder
 from gateway.ops.logs import remember_secrets
 from gateway.ops.metrics import METRICS, Metrics
 from gateway.ops.reload import Reloader
+from gateway.routing.compiled import LoadedConfig
 from gateway.store.base import Store
 from gateway.store.factory import make_store
 from gateway.web import hooks as handlers

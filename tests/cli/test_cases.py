@@ -11,8 +11,8 @@ import pytest
 
 from gateway.cli.cases import CaseResult, format_results, load_cases, results_document, run_cases
 from gateway.cli.main import main
-from gateway.config.loader import LoadedConfig, load_config
 from gateway.errors import ConfigError
+from gateway.routing.compiled import LoadedConfig, load_config
 from tests.conftest import FIXTURES
 
 CONFIG = """\

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config.loader import load_config
 from gateway.errors import ConfigError
+from gateway.routing.compiled import load_config
 
 VALID = """\
 sources:

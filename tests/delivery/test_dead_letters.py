@@ -11,13 +11,13 @@ import pytest
 
 from gateway.cli.main import main
 from gateway.clock import FakeClock, SystemClock
-from gateway.config.loader import LoadedConfig, load_config
 from gateway.delivery.dead_letters import FilterError, NotFound, ReplayOutcome, parse_filter, replay, replay_filter
 from gateway.delivery.send import make_session
 from gateway.delivery.worker import Worker
 from gateway.ingest.accept import accept
 from gateway.ingest.signature import sign
 from gateway.model import DeliveryFilter, DeliveryStatus
+from gateway.routing.compiled import LoadedConfig, load_config
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import FIXTURE_SECRET, fixture_bytes
 from tests.fakes import FakeDestination, Reply

@@ -13,10 +13,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.config.loader import load_config
 from gateway.ingest.signature import sign
 from gateway.model import DeliveryFilter, DeliveryStatus
 from gateway.ops.config_holder import ConfigHolder
+from gateway.routing.compiled import load_config
 from gateway.web.app import create_app
 from gateway.web.keys import STORE
 from tests.conftest import FIXTURE_SECRET, fixture_bytes

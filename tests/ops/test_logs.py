@@ -22,9 +22,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.config.credentials import literal_credentials
-from gateway.config.loader import load_config
 from gateway.config.schema import GatewayConfig
 from gateway.ops.logs import LogFormat, default_format, make_handler, remember_secrets
+from gateway.routing.compiled import load_config
 from tests.conftest import fixture_bytes
 from tests.ops.test_reload import GatewayProcess, start_gateway, stop_gateway
 

@@ -13,11 +13,11 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.clock import FakeClock
-from gateway.config.loader import load_config
 from gateway.ingest.signature import sign
 from gateway.model import Attempt, AttemptResult, DeliveryStatus
 from gateway.ops.config_holder import ConfigHolder
 from gateway.ops.metrics import attempt_result
+from gateway.routing.compiled import load_config
 from gateway.web.app import create_app
 from gateway.web.keys import STORE
 from tests.conftest import FIXTURE_SECRET, fixture_bytes

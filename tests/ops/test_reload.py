@@ -21,7 +21,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.clock import FakeClock
-from gateway.config.loader import load_config
 from gateway.config.schema import DestinationConfig, GatewayConfig
 from gateway.delivery.send import make_session
 from gateway.delivery.worker import Worker
@@ -29,6 +28,7 @@ from gateway.ingest.signature import sign
 from gateway.model import DeliveryFilter, DeliveryStatus, NewDelivery, NewEvent, RenderedRequest
 from gateway.ops.config_holder import ConfigHolder
 from gateway.ops.reload import needs_restart
+from gateway.routing.compiled import load_config
 from gateway.store.sqlite import SqliteStore
 from gateway.web.app import create_app
 from gateway.web.keys import CONFIG, STORE

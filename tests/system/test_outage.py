@@ -14,10 +14,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-from gateway.config.loader import load_config
 from gateway.ingest.signature import sign
 from gateway.model import Delivery, DeliveryFilter, DeliveryStatus
 from gateway.ops.config_holder import ConfigHolder
+from gateway.routing.compiled import load_config
 from gateway.web.app import create_app
 from gateway.web.keys import STORE
 from tests.conftest import FIXTURE_SECRET, fixture_bytes

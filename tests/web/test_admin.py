@@ -13,12 +13,12 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
-from gateway.config.loader import LoadedConfig, load_config
 from gateway.delivery.send import make_session
 from gateway.delivery.worker import Worker
 from gateway.ingest.signature import sign
 from gateway.model import DeliveryFilter, DeliveryStatus
 from gateway.ops.config_holder import ConfigHolder
+from gateway.routing.compiled import LoadedConfig, load_config
 from gateway.web.app import create_app
 from gateway.web.keys import CONFIG, STORE, WORKER
 from tests.conftest import FIXTURE_SECRET, fixture_bytes

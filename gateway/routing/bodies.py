@@ -1,0 +1,211 @@
+"""Request bodies: a YAML `body` compiled into JSON text with templated leaves, or a text template.
+
+A `body` leaf that is exactly one `{{ expression }}` keeps its type; any other leaf holding
+`{{` or `{%` renders to a string; others are constants. A body renders through one template
+writing its whole JSON text; when that fails it is rendered again leaf by leaf, to name the
+leaf that fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from jinja2 import TemplateSyntaxError, nodes
+from jinja2.environment import Template
+
+from gateway.config.schema import SendConfig
+from gateway.errors import ConfigProblem
+from gateway.routing.template_env import (
+    ENV,
+    TEXT_FILTER,
+    VALUE_FILTER,
+    Part,
+    Scope,
+    Text,
+    compile_expression,
+    compile_text,
+    compiled,
+    dumps,
+    is_template,
+    render_text,
+    run,
+    run_expression,
+    single_expression,
+    syntax_problem,
+    utf8,
+)
+
+BODILESS_METHODS = frozenset({"GET", "HEAD", "DELETE"})
+_JSON = "application/json"
+_TEXT = "text/plain; charset=utf-8"
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][\w-]*$")
+
+
+def _leaf_expression(template: Template, scope: Scope) -> str:
+    return dumps(run_expression(template, scope))
+
+
+def _leaf_text(template: Template, scope: Scope) -> str:
+    return dumps(run(template, scope))
+
+
+@dataclass(frozen=True, slots=True)
+class _Leaf:
+    """A templated body leaf: `part` renders its JSON text alone, `node` emits the same text in the body's template."""
+
+    part: Part
+    node: nodes.Stmt
+
+
+def _leaf_node(source: str) -> nodes.Stmt:
+    expression = single_expression(source)
+    if expression is not None:
+        return nodes.Output([nodes.Filter(expression, VALUE_FILTER, [], [], None, None, lineno=1)], lineno=1)
+    text = nodes.Filter(None, TEXT_FILTER, [], [], None, None, lineno=1)
+    return nodes.FilterBlock(ENV.parse(source).body, text, lineno=1)  # an inner scope: a `set` stays in its leaf
+
+
+def _compile_leaf(source: str, path: str, problems: list[ConfigProblem]) -> _Leaf | str:
+    """A templated body leaf, or "" when it does not compile (the problem is appended)."""
+    try:
+        expression = single_expression(source)
+        if expression is not None:
+            part = Part(path, partial(_leaf_expression, compile_expression(expression)))
+        else:
+            part = Part(path, partial(_leaf_text, ENV.from_string(source)))
+    except TemplateSyntaxError as exc:
+        problems.append(syntax_problem(exc, path, "the template"))
+        return ""
+    return _Leaf(part, _leaf_node(source))
+
+
+def _constant(value: Any, path: str, problems: list[ConfigProblem]) -> str:
+    try:
+        return dumps(value)
+    except (TypeError, ValueError) as exc:
+        problems.append(ConfigProblem(path, f"cannot be sent as JSON ({exc})", hint="quote the value"))
+        return "null"
+
+
+def _child(path: str, key: Any) -> str:
+    return f"{path}[{json.dumps(key)}]" if isinstance(key, str) and not _PLAIN_KEY.match(key) else f"{path}.{key}"
+
+
+def _compile_tree(node: Any, path: str, problems: list[ConfigProblem], out: list[str | _Leaf]) -> None:
+    """Append `node` as JSON text to `out`: constants as strings, templated leaves as `_Leaf`s."""
+    if isinstance(node, dict):
+        out.append("{")
+        for index, (key, value) in enumerate(node.items()):
+            name = key if isinstance(key, str) else _constant(key, _child(path, key), problems)
+            out.append(("," if index else "") + dumps(name) + ":")
+            _compile_tree(value, _child(path, key), problems, out)
+        out.append("}")
+    elif isinstance(node, list):
+        out.append("[")
+        for index, value in enumerate(node):
+            if index:
+                out.append(",")
+            _compile_tree(value, f"{path}[{index}]", problems, out)
+        out.append("]")
+    elif isinstance(node, str) and is_template(node):
+        out.append(_compile_leaf(node, path, problems))
+    else:
+        out.append(_constant(node, path, problems))
+
+
+def _joined(parts: list[str | _Leaf]) -> tuple[str | _Leaf, ...]:
+    """`parts` with neighbouring constants merged, so rendering only visits the templated leaves."""
+    merged: list[str | _Leaf] = []
+    for part in parts:
+        if isinstance(part, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += part
+        else:
+            merged.append(part)
+    return tuple(merged)
+
+
+# What a template shares with the templates it extends, includes or imports: a body with a leaf using any
+# of these renders leaf by leaf, each leaf in a template of its own.
+_OWN_TEMPLATE = (nodes.Extends, nodes.Block, nodes.Include, nodes.Import, nodes.FromImport)
+
+
+def _body_template(items: tuple[str | _Leaf, ...]) -> Template | None:
+    """One template writing the whole body's JSON text, so a render makes one Jinja context, not one per leaf."""
+    leaves = [item.node for item in items if isinstance(item, _Leaf)]
+    if not leaves or any(next(leaf.find_all(_OWN_TEMPLATE), None) for leaf in leaves):
+        return None
+    body = [item.node if isinstance(item, _Leaf) else nodes.Output([nodes.TemplateData(item)]) for item in items]
+    return compiled(body)
+
+
+class JsonBody:
+    """A JSON body: rendered by its one template when it has one, else (and to name a failure) part by part."""
+
+    __slots__ = ("_parts", "_template")
+
+    def __init__(self, parts: tuple[Text, ...], template: Template | None = None) -> None:
+        self._parts = parts
+        self._template = template
+
+    @classmethod
+    def of(cls, items: tuple[str | _Leaf, ...]) -> JsonBody:
+        return cls(tuple(item.part if isinstance(item, _Leaf) else item for item in items), _body_template(items))
+
+    def render(self, scope: Scope) -> tuple[bytes, str | None]:
+        if self._template is not None:
+            try:
+                return utf8(run(self._template, scope)), _JSON
+            except Exception:  # rendered again part by part: the same text, or the error naming the failing leaf
+                pass
+        return utf8("".join([render_text(part, scope) for part in self._parts])), _JSON
+
+
+class TextBody:
+    __slots__ = ("render_text",)
+
+    def __init__(self, text: Text) -> None:
+        self.render_text = text
+
+    def render(self, scope: Scope) -> tuple[bytes, str | None]:
+        text = render_text(self.render_text, scope)
+        if not text:
+            return b"", None
+        try:
+            json.loads(text)
+        except ValueError:
+            return utf8(text), _TEXT
+        return utf8(text), _JSON
+
+
+def _payload_json(scope: Scope) -> str:
+    return dumps(scope["payload"])
+
+
+def compile_body(
+    send: SendConfig, method: str, base_dir: Path, at: str, problems: list[ConfigProblem]
+) -> JsonBody | TextBody:
+    if send.body is not None:
+        items: list[str | _Leaf] = []
+        _compile_tree(send.body, f"{at}.body", problems, items)
+        return JsonBody.of(_joined(items))
+    if send.template is not None:
+        return TextBody(compile_text(send.template, f"{at}.template", problems))
+    if send.template_file is not None:
+        path = f"{at}.template_file"
+        file = base_dir / send.template_file
+        try:
+            source = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = "not found" if isinstance(exc, FileNotFoundError) else f"cannot be read ({exc})"
+            hint = "paths are relative to the config file"
+            problems.append(ConfigProblem(path, f"template file {file} {reason}", hint=hint))
+            return TextBody("")
+        return TextBody(compile_text(source, path, problems, origin=str(file)))
+    if method in BODILESS_METHODS:
+        return TextBody("")
+    return JsonBody((Part(at, _payload_json),))

@@ -1,0 +1,89 @@
+"""A config compiled for routing: every route's conditions and templates compiled once, at load.
+
+`load_config` is the one way in: read and validate the file (`gateway.config.validate`),
+compile it, and raise one ConfigError listing every problem either step found.
+"""
+
+from __future__ import annotations
+
+import functools
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.config.credentials import config_credentials
+from gateway.config.schema import GatewayConfig
+from gateway.config.validate import read_config
+from gateway.errors import ConfigProblem
+from gateway.mask import Masker
+from gateway.routing.conditions import Predicate, compile_condition
+from gateway.routing.templates import RequestTemplate, compile_request
+
+
+@dataclass(frozen=True)
+class CompiledSend:
+    destination: str
+    template: RequestTemplate
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class CompiledRoute:
+    name: str
+    source: str
+    predicate: Predicate | None
+    sends: tuple[CompiledSend, ...]
+    stop: bool
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A valid config, with its conditions and templates compiled."""
+
+    file: Path
+    config: GatewayConfig
+    routes: tuple[CompiledRoute, ...]
+    secrets: frozenset[str]
+    masker: Masker
+
+    def source_path(self, name: str) -> str:
+        return self.config.sources[name].path or f"/hooks/{name}"
+
+    def routes_for(self, source: str) -> list[CompiledRoute]:
+        """The routes that see `source`'s events, in order (grouped once: ingest asks on every request)."""
+        return self._routes_by_source.get(source, [])
+
+    @functools.cached_property
+    def _routes_by_source(self) -> dict[str, list[CompiledRoute]]:
+        grouped: dict[str, list[CompiledRoute]] = {}
+        for route in self.routes:
+            grouped.setdefault(route.source, []).append(route)
+        return grouped
+
+
+def load_config(file: str | Path, environ: typing.Mapping[str, str] | None = None) -> LoadedConfig:
+    """Load and compile `file`; raise ConfigError listing every problem found."""
+    read = read_config(file, environ)
+    routes = _compile_routes(read.config, read.file.parent, read.problems)
+    read.fail_if_problems()
+    secrets = frozenset(config_credentials(read.config, read.document.secret_values))
+    return LoadedConfig(file=read.file, config=read.config, routes=routes, secrets=secrets, masker=Masker(secrets))
+
+
+def _compile_routes(config: GatewayConfig, base_dir: Path, problems: list[ConfigProblem]) -> tuple[CompiledRoute, ...]:
+    routes = []
+    only_source = next(iter(config.sources)) if len(config.sources) == 1 else ""
+    for index, route in enumerate(config.routes):
+        at = f"routes[{index}]"
+        predicate = compile_condition(route.when, f"{at}.when", problems) if route.when is not None else None
+        sends = []
+        for send_index, send in enumerate(route.send):
+            destination = config.destinations.get(send.to)
+            if destination is None:
+                continue  # reported by _cross_check
+            template = compile_request(send, destination, base_dir, f"{at}.send[{send_index}]", problems)
+            if template is not None:
+                sends.append(CompiledSend(send.to, template, destination.retry.attempts))
+        source = route.source or only_source
+        routes.append(CompiledRoute(route.name, source, predicate, tuple(sends), stop=not route.continue_))
+    return tuple(routes)
