@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "missive"
+FIXTURES = ROOT / "tests" / "fixtures" / "missive"
 PYTHON = sys.executable
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "missive"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "missive"
 FIXTURE_SECRET = "fixture-secret-do-not-use"
 
 

@@ -20,6 +20,11 @@ from tests.conftest import FIXTURES
 
 FIXTURE_NAMES = sorted(path.name for path in FIXTURES.glob("*.json"))
 
+
+def test_payload_fixtures_live_in_the_repo() -> None:
+    # A glob over a missing folder would quietly turn the fixture-driven tests below into none.
+    assert len(FIXTURE_NAMES) >= 9, FIXTURES
+
 DOC: dict[str, Any] = {
     "s": "incoming_email",
     "n": 3,
