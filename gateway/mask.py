@@ -42,7 +42,8 @@ class Masker:
     """Replaces known secret values, and credentials recognisable by their place, with `***`."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        found = {spelling for secret in secrets if len(secret) >= _MIN_SECRET_CHARS for spelling in _spellings(secret)}
+        self.known = frozenset(secrets)
+        found = {spell for secret in self.known if len(secret) >= _MIN_SECRET_CHARS for spell in _spellings(secret)}
         self._secrets = tuple(sorted(found, key=len, reverse=True))
         # One scan answers "is any secret here?", the common "no" included; only a "yes" pays for the spans.
         self._any = re.compile("|".join(map(re.escape, self._secrets))) if self._secrets else None

@@ -10,16 +10,21 @@ Each request gets the next reply of the script; the last one repeats once the sc
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
+
+from gateway.clock import Clock
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,26 @@ class Received:
     body: bytes
 
 
-class FakeDestination:
+class LocalServer:
+    """An aiohttp application served on 127.0.0.1 for the length of an `async with`."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._server = TestServer(app)
+
+    async def __aenter__(self) -> Self:
+        await self._server.start_server()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._server.close()
+
+    def url(self, path: str = "/hook") -> str:
+        return str(self._server.make_url(path))
+
+
+class FakeDestination(LocalServer):
     """A real HTTP server on 127.0.0.1 replaying `script`; it records every request and the peak concurrency."""
 
     def __init__(self, script: Sequence[Reply | int] = (200,)) -> None:
@@ -84,24 +108,17 @@ class FakeDestination:
         self._released = asyncio.Event()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._server = TestServer(app)
-
-    async def __aenter__(self) -> FakeDestination:
-        await self._server.start_server()
-        return self
+        super().__init__(app)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
-        await self._server.close()
+        await super().__aexit__(exc_type, exc, tb)
 
     def release(self) -> None:
         """Let hung requests answer; from now on `hang` replies answer at once."""
         self._released.set()
-
-    def url(self, path: str = "/hook") -> str:
-        return str(self._server.make_url(path))
 
     async def wait_for_requests(self, count: int, timeout_s: float = 10.0) -> None:
         """Return once `count` requests have arrived (raise TimeoutError after `timeout_s`)."""
@@ -133,3 +150,90 @@ def refused_url(path: str = "/hook") -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"http://127.0.0.1:{port}{path}"
+
+
+class FakeOAuthApi(LocalServer):
+    """An OAuth2 provider: a client-credentials token endpoint and an API that takes its tokens, on 127.0.0.1.
+
+    `/oauth/token` answers as RFC 6749 says: a form POST with `grant_type=client_credentials` and the client id and
+    secret (in the form or as HTTP Basic) gets `{"access_token", "token_type": "Bearer", "expires_in"}`, a wrong
+    client a 400 `invalid_client`. `token_failures` are answered first, one per request. Tokens expire `lifetime_s`
+    after they are issued, on `clock` (None: no `expires_in` is sent and tokens last until revoked, as
+    Salesforce's do). Any other path is the API: a token that is unknown, expired or revoked gets `unauthorized`
+    (a 401), a valid one the next reply of `api_script` (the last one repeats). `{authorization}` in a reply's body
+    is replaced by the Authorization header received, as APIs that quote the request in their errors do.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        client_id: str = "gateway-client",
+        client_secret: str = "client-secret-9Qx",
+        lifetime_s: float | None = 3600,
+        api_script: Sequence[Reply] = (Reply(201, '{"id": "created"}', {"Content-Type": "application/json"}),),
+        token_failures: Sequence[Reply] = (),
+        unauthorized: Reply | None = None,
+        token_delay_s: float = 0.0,
+    ) -> None:
+        self._clock = clock
+        self._client = (client_id, client_secret)
+        self._lifetime_s = lifetime_s
+        self._api_script = list(api_script)
+        self._token_failures = list(token_failures)
+        self._unauthorized = unauthorized or json_reply(
+            401, {"error": "invalid_token"}, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        )
+        self._token_delay_s = token_delay_s
+        self._expires_at_ms: dict[str, float] = {}
+        self.token_requests: list[Received] = []
+        self.api_requests: list[Received] = []
+        self.authorized: list[Received] = []
+        app = web.Application()
+        app.router.add_post("/oauth/token", self._token)
+        app.router.add_route("*", "/{tail:.*}", self._api)
+        super().__init__(app)
+
+    def revoke_all(self) -> None:
+        """Every token issued so far stops working (a session timeout, an admin revoking them)."""
+        self._expires_at_ms = dict.fromkeys(self._expires_at_ms, float("-inf"))
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        self.token_requests.append(Received(request.method, request.path_qs, request.headers, await request.read()))
+        await asyncio.sleep(self._token_delay_s)
+        if len(self.token_requests) <= len(self._token_failures):
+            reply = self._token_failures[len(self.token_requests) - 1]
+            return web.Response(status=reply.status, text=reply.body, headers=reply.headers)
+        if form.get("grant_type") != "client_credentials":
+            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+        if _client_of(request, form) != self._client:
+            return web.json_response({"error": "invalid_client", "error_description": "invalid client credentials"},
+                                     status=400)
+        token = f"at-{len(self.token_requests)}-{uuid.uuid4().hex}"
+        lifetime_s = self._lifetime_s
+        self._expires_at_ms[token] = float("inf") if lifetime_s is None else self._clock.now_ms() + lifetime_s * 1000
+        answer: dict[str, Any] = {"access_token": token, "token_type": "Bearer"}
+        if lifetime_s is not None:
+            answer["expires_in"] = lifetime_s
+        return web.json_response(answer, headers={"Cache-Control": "no-store"})
+
+    async def _api(self, request: web.Request) -> web.Response:
+        received = Received(request.method, request.path_qs, request.headers, await request.read())
+        self.api_requests.append(received)
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if self._clock.now_ms() >= self._expires_at_ms.get(token, float("-inf")):
+            reply = self._unauthorized
+        else:
+            reply = self._api_script[min(len(self.authorized), len(self._api_script) - 1)]
+            self.authorized.append(received)
+        body = reply.body.replace("{authorization}", request.headers.get("Authorization", ""))
+        return web.Response(status=reply.status, text=body, headers=reply.headers)
+
+
+def _client_of(request: web.Request, form: Mapping[str, Any]) -> tuple[str, str]:
+    """The client id and secret of a token request: HTTP Basic (each form-encoded first), or the form."""
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme == "Basic":
+        user, _, password = base64.b64decode(encoded).decode().partition(":")
+        return unquote_plus(user), unquote_plus(password)
+    return str(form.get("client_id", "")), str(form.get("client_secret", ""))

@@ -8,13 +8,11 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest
 import yaml
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from gateway.cli.cases import load_cases, run_cases
 from gateway.clock import FakeClock
@@ -25,7 +23,7 @@ from gateway.ingest.signature import sign
 from gateway.model import Delivery, DeliveryFilter, DeliveryStatus
 from gateway.routing.compiled import LoadedConfig, load_config
 from gateway.store.sqlite import SqliteStore
-from tests.fakes import Received, Reply, json_reply
+from tests.fakes import LocalServer, Received, Reply, json_reply
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CONFIGS = sorted(path for path in EXAMPLES.glob("*.yaml") if not path.name.endswith(".cases.yaml"))
@@ -91,7 +89,7 @@ def test_redis_compose_fsyncs_every_write() -> None:
 # --- end to end against fake CRMs ------------------------------------------------------------------------------------
 
 
-class FakeApi:
+class FakeApi(LocalServer):
     """A real HTTP server on 127.0.0.1 where each path answers from its own script (the last reply repeats)."""
 
     def __init__(self, scripts: dict[str, list[Reply]]) -> None:
@@ -99,19 +97,7 @@ class FakeApi:
         self.received: list[Received] = []
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._server = TestServer(app)
-
-    async def __aenter__(self) -> FakeApi:
-        await self._server.start_server()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._server.close()
-
-    def url(self, path: str = "") -> str:
-        return str(self._server.make_url(path))
+        super().__init__(app)
 
     def to(self, path: str) -> list[Received]:
         return [request for request in self.received if request.path_qs.split("?")[0] == path]
@@ -182,7 +168,7 @@ NOTES = "/crm/v3/objects/notes"
 
 async def test_hubspot_upserts_the_contact_and_adds_a_note(store: SqliteStore) -> None:
     async with FakeApi({CONTACTS: [HUBSPOT_UPSERTED], NOTES: [HUBSPOT_NOTE_CREATED]}) as hubspot:
-        gw = gateway("hubspot", store, HUBSPOT_API=hubspot.url().rstrip("/"), HUBSPOT_TOKEN="pat-na1-test-token")
+        gw = gateway("hubspot", store, HUBSPOT_API=hubspot.url("").rstrip("/"), HUBSPOT_TOKEN="pat-na1-test-token")
         await gw.receive("incoming-email-with-labels.json")
         deliveries = await gw.deliver()
 
@@ -199,7 +185,7 @@ async def test_hubspot_upserts_the_contact_and_adds_a_note(store: SqliteStore) -
 
 async def test_hubspot_conflict_is_a_dead_letter_with_hubspots_reason(store: SqliteStore) -> None:
     async with FakeApi({CONTACTS: [HUBSPOT_CONFLICT], NOTES: [HUBSPOT_NOTE_CREATED]}) as hubspot:
-        gw = gateway("hubspot", store, HUBSPOT_API=hubspot.url().rstrip("/"))
+        gw = gateway("hubspot", store, HUBSPOT_API=hubspot.url("").rstrip("/"))
         await gw.receive("incoming-email-with-labels.json")
         deliveries = await gw.deliver()
 

@@ -8,11 +8,11 @@ query values, and the token at the end of an incoming-webhook URL.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlsplit
 
-from gateway.config.schema import GatewayConfig
+from gateway.config.presets import basic_authorization
+from gateway.config.schema import AuthConfig, GatewayConfig
 from gateway.mask import MASK, Masker
 
 # Destination types whose URL ends in a credential (incoming webhooks), and the least length taken for one:
@@ -32,12 +32,24 @@ def config_credentials(config: GatewayConfig, interpolated: Iterable[str] = ()) 
 def _declared(config: GatewayConfig) -> set[str]:
     found = {secret.get_secret_value() for source in config.sources.values() for secret in source.secrets}
     for destination in config.destinations.values():
-        if destination.token is not None:
-            found.add(destination.token.get_secret_value())
+        auth = destination.credentials()
+        if auth is not None:
+            found |= _auth_secrets(auth)
         if destination.sign is not None:
             found.add(destination.sign.secret.get_secret_value())
     if config.admin.token is not None:
         found.add(config.admin.token.get_secret_value())
+    return found
+
+
+def _auth_secrets(auth: AuthConfig) -> set[str]:
+    """The secret values of `auth`, and the Basic credentials built from them, as sent."""
+    found = {secret.get_secret_value() for secret in (auth.token, auth.password, auth.client_secret) if secret}
+    if auth.password is not None:
+        found.add(basic_authorization(auth.username or "", auth.password.get_secret_value()).removeprefix("Basic "))
+    if auth.client_secret is not None:
+        encoded = basic_authorization(auth.client_id or "", auth.client_secret.get_secret_value(), form_encoded=True)
+        found.add(encoded.removeprefix("Basic "))
     return found
 
 
@@ -73,7 +85,9 @@ def _url_secrets(url: str, webhook: bool) -> set[str]:
         password = parts.password
     except ValueError:
         return set()
-    found = {password, _basic_credentials(parts.username or "", password)} if password else set()
+    found = set()
+    if password:
+        found |= {password, basic_authorization(parts.username or "", password).removeprefix("Basic ")}
     token = parts.path.rstrip("/").rpartition("/")[2]
     if webhook and len(token) >= _MIN_WEBHOOK_TOKEN_CHARS:
         found.add(token)
@@ -81,11 +95,6 @@ def _url_secrets(url: str, webhook: bool) -> set[str]:
         if _PATTERNS.url(f"?{name}=x") != f"?{name}=x":  # the masker's own notion of a secret parameter
             found.add(value)
     return found
-
-
-def _basic_credentials(user: str, password: str) -> str:
-    """What an HTTP client sends for a URL's `user:password@` (Authorization: Basic ...)."""
-    return base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def _is_template(value: str) -> bool:

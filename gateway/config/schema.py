@@ -86,19 +86,73 @@ class SignConfig(Model):
     header: str = Field("X-Gateway-Signature", description="Header that carries 'sha256=<hex>'.")
 
 
+AuthType = Literal["bearer", "basic", "oauth2_client_credentials"]
+_AUTH_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # type -> (required, optional)
+    "bearer": (("token",), ()),
+    "basic": (("username", "password"), ()),
+    "oauth2_client_credentials": (("token_url", "client_id", "client_secret"), ("scope", "audience", "client_auth")),
+}
+
+
+class AuthConfig(Model):
+    """How the gateway proves who it is to a destination; added to each request when it is sent, never stored."""
+
+    type: AuthType = Field(description="bearer, basic or oauth2_client_credentials.")
+    token: SecretStr | None = Field(None, description="type bearer: the token, sent as 'Authorization: Bearer ...'.")
+    username: str | None = Field(None, description="type basic: the user name.")
+    password: SecretStr | None = Field(None, description="type basic: the password.")
+    token_url: str | None = Field(None, description="type oauth2_client_credentials: the token endpoint (https URL).")
+    client_id: str | None = Field(None, description="type oauth2_client_credentials: the client id.")
+    client_secret: SecretStr | None = Field(None, description="type oauth2_client_credentials: the client secret.")
+    scope: str | None = Field(None, description="type oauth2_client_credentials: scopes asked for, space-separated.")
+    audience: str | None = Field(None, description="type oauth2_client_credentials: the audience asked for.")
+    client_auth: Literal["body", "basic"] | None = Field(
+        None, description="type oauth2_client_credentials: client id and secret in the form (body, the default) "
+        "or as HTTP Basic (basic)."
+    )
+
+    @model_validator(mode="after")
+    def _fields_of_its_type(self) -> AuthConfig:
+        required, optional = _AUTH_FIELDS[self.type]
+        missing = [name for name in required if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"auth type {self.type} needs {', '.join(missing)}")
+        extra = sorted(self.model_fields_set - {"type", *required, *optional})
+        if extra:
+            owner = next(kind for kind, (req, opt) in _AUTH_FIELDS.items() if extra[0] in req + opt)
+            raise ValueError(f"'{extra[0]}' belongs to auth type {owner}, not {self.type}")
+        if self.token_url is not None and not self.token_url.startswith(("https://", "http://")):
+            raise ValueError(f"token_url {self.token_url!r} must be an absolute http(s) URL")
+        return self
+
+
 class DestinationConfig(Model):
     type: DestinationType = Field("http", description="Preset: http, slack, discord, teams or missive.")
     url: str | None = Field(None, description="Where to send (a template). Required except for type missive.")
     method: str = Field("POST", description="HTTP method.")
     headers: dict[str, str] = Field(default_factory=dict, description="Headers sent with every request (templates).")
     token: SecretStr | None = Field(
-        None, description="Bearer token (Slack chat.postMessage bot token, Missive API token)."
+        None, description="Bearer token (Slack chat.postMessage bot token, Missive API token); short for auth type "
+        "bearer."
     )
+    auth: AuthConfig | None = Field(None, description="Credentials added when each request is sent (never stored).")
     timeout: Duration = Field(10.0, description="Longest wait for one answer.")
     retry: RetryConfig = Field(default_factory=RetryConfig, description="Retry policy.")  # type: ignore[arg-type]
     rate_limit: Rate | None = Field(None, description="Most requests per second/minute/hour, e.g. '1/s'.")
     concurrency: int = Field(4, ge=1, le=256, description="Most requests in flight at once.")
     sign: SignConfig | None = Field(None, description="Sign outgoing bodies (type http) so receivers can verify us.")
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> DestinationConfig:
+        if self.token is not None and self.auth is not None:
+            raise ValueError("give 'token' or 'auth', not both ('token: X' is short for auth: {type: bearer, ...})")
+        return self
+
+    def credentials(self) -> AuthConfig | None:
+        """The destination's auth, with `token:` read as auth type bearer."""
+        if self.token is not None:
+            return AuthConfig.model_validate({"type": "bearer", "token": self.token})
+        return self.auth
 
 
 class Condition(Model):

@@ -140,6 +140,8 @@ def _cross_check(config: GatewayConfig, problems: list[ConfigProblem]) -> None:
             problems.append(
                 ConfigProblem(f"destinations.{name}", "'url' is required here", hint="add the URL to send to")
             )
+        if destination.credentials() is not None:
+            _check_no_authorization_header(f"destinations.{name}", destination.headers, problems)
     seen_routes: set[str] = set()
     for index, route in enumerate(config.routes):
         if route.name in seen_routes:
@@ -162,8 +164,20 @@ def _check_route_refs(config: GatewayConfig, index: int, route: RouteConfig, pro
                           hint=_suggest(route.source, config.sources, "sources"))
         )
     for send_index, send in enumerate(route.send):
-        if send.to not in config.destinations:
+        at = f"routes[{index}].send[{send_index}]"
+        destination = config.destinations.get(send.to)
+        if destination is None:
             problems.append(
-                ConfigProblem(f"routes[{index}].send[{send_index}].to", f"unknown destination '{send.to}'",
+                ConfigProblem(f"{at}.to", f"unknown destination '{send.to}'",
                               hint=_suggest(send.to, config.destinations, "destinations"))
             )
+        elif destination.credentials() is not None:
+            _check_no_authorization_header(at, send.headers or {}, problems)
+
+
+def _check_no_authorization_header(at: str, headers: dict[str, str], problems: list[ConfigProblem]) -> None:
+    """With `token` or `auth`, the gateway writes Authorization itself when it sends."""
+    for name in headers:
+        if name.lower() == "authorization":
+            problems.append(ConfigProblem(f"{at}.headers.{name}", "the destination's token/auth sets Authorization",
+                                          hint="drop this header, or drop the destination's token/auth"))

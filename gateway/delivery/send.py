@@ -20,6 +20,7 @@ from gateway.model import RenderedRequest
 
 EXCERPT_BYTES = 2048
 # Reading a small answer to its end lets the connection be reused; a larger one is cut and its connection closed.
+# What is read is kept, for request chains and token endpoints.
 DRAIN_LIMIT_BYTES = 64 * 1024
 MAX_CONNECTIONS = 256
 
@@ -28,12 +29,17 @@ FailureKind = Literal["timeout", "connection", "invalid"]
 
 @dataclass(frozen=True)
 class Response:
-    """An answer: status, headers (names lower-cased), the start of the body as text."""
+    """An answer: status, headers (names lower-cased), the start of the body as text (`EXCERPT_BYTES`).
+
+    `content` is the body as read, up to `DRAIN_LIMIT_BYTES`; `truncated` when the answer was longer.
+    """
 
     status: int
     headers: dict[str, str]
     body: str
     elapsed_ms: float
+    content: bytes = b""
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,10 +68,20 @@ def signature(secret: str, body: bytes) -> str:
 
 
 async def send(
-    session: aiohttp.ClientSession, request: RenderedRequest, timeout_s: float, sign: SignConfig | None
+    session: aiohttp.ClientSession,
+    request: RenderedRequest,
+    timeout_s: float,
+    sign: SignConfig | None = None,
+    authorization: str | None = None,
 ) -> Response | TransportFailure:
-    """Send `request` once and report what happened; never raises for network trouble."""
+    """Send `request` once and report what happened; never raises for network trouble.
+
+    `authorization` replaces any stored Authorization header: credentials are added here, never stored.
+    """
     headers = dict(request.headers)
+    if authorization is not None:
+        headers = {name: value for name, value in headers.items() if name.lower() != "authorization"}
+        headers["Authorization"] = authorization
     if sign is not None:
         headers[sign.header] = signature(sign.secret.get_secret_value(), request.body)
     started = time.perf_counter()
@@ -78,28 +94,28 @@ async def send(
             timeout=aiohttp.ClientTimeout(total=timeout_s),
             allow_redirects=False,
         ) as answer:
-            body = await _read_excerpt(answer)
+            content, truncated = await _read_body(answer)
             return Response(
                 status=answer.status,
                 headers={name.lower(): value for name, value in answer.headers.items()},
-                body=body.decode("utf-8", errors="replace"),
+                body=content[:EXCERPT_BYTES].decode("utf-8", errors="replace"),
                 elapsed_ms=_elapsed_ms(started),
+                content=content,
+                truncated=truncated,
             )
     except (aiohttp.ClientError, OSError, ValueError) as exc:  # TimeoutError is an OSError
         kind, message = _describe(exc, timeout_s)
         return TransportFailure(kind=kind, message=message, elapsed_ms=_elapsed_ms(started))
 
 
-async def _read_excerpt(answer: aiohttp.ClientResponse) -> bytes:
-    excerpt = bytearray()
-    read = 0
+async def _read_body(answer: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    """The first `DRAIN_LIMIT_BYTES` of the answer, and whether there was more."""
+    content = bytearray()
     async for chunk in answer.content.iter_any():
-        if len(excerpt) < EXCERPT_BYTES:
-            excerpt += chunk[: EXCERPT_BYTES - len(excerpt)]
-        read += len(chunk)
-        if read > DRAIN_LIMIT_BYTES:
-            break
-    return bytes(excerpt)
+        content += chunk
+        if len(content) > DRAIN_LIMIT_BYTES:
+            return bytes(content[:DRAIN_LIMIT_BYTES]), True
+    return bytes(content), False
 
 
 def _elapsed_ms(started: float) -> float:

@@ -11,17 +11,19 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from aiohttp import ClientSession
 
 from gateway.clock import Clock, SystemClock
 from gateway.config.schema import DestinationConfig
+from gateway.delivery.auth import CredentialsBook, TokenFailure
 from gateway.delivery.backoff import next_delay_s
 from gateway.delivery.classify import Outcome, classify
 from gateway.delivery.limits import Limits, LocalLimits
 from gateway.delivery.send import Response, TransportFailure, send
 from gateway.errors import StoreUnavailable
-from gateway.model import Attempt, AttemptResult, Delivery, DeliveryStatus
+from gateway.model import Attempt, AttemptResult, Delivery, DeliveryStatus, RenderedRequest
 from gateway.store.base import Store
 
 logger = logging.getLogger("gateway.worker")
@@ -58,6 +60,7 @@ class Worker:
         self._rng = rng or random.Random()
         self._poll_interval_s = poll_interval_s
         self._limits = limits or LocalLimits(destinations)
+        self._credentials = CredentialsBook(destinations)
         self._on_attempt = on_attempt
         self._lease_margin_s = lease_margin_s
         self._lease_ms = _lease_ms(destinations, lease_margin_s)
@@ -84,6 +87,7 @@ class Worker:
         self._destinations = destinations
         self._lease_ms = _lease_ms(destinations, self._lease_margin_s)
         self._limits.reconfigure(destinations)
+        self._credentials.reconfigure(destinations)
         self._orphan_scan_due_ms = 0
         self.wake()
 
@@ -202,7 +206,7 @@ class Worker:
     async def _attempt(self, delivery: Delivery, holds_slot: bool) -> None:
         config = self._destinations.get(delivery.destination)
         try:
-            result = await self._try(delivery, config)
+            result = _masked(await self._try(delivery, config), self._credentials.mask)
             recorded = await self._store.finish(delivery, result)
         except StoreUnavailable as exc:
             logger.warning("delivery %s: outcome not recorded (%s); retried once its lease runs out", delivery.id, exc)
@@ -225,16 +229,39 @@ class Worker:
         if delivery.request is None:
             reason = "nothing to send: the request was never rendered; fix the template and replay with --rerender"
             return _dead(delivery, started_at_ms, None, reason)
-        answer = await send(self._session, delivery.request, config.timeout, config.sign)
+        answer = await self._send(delivery.request, delivery.destination, config)
+        if isinstance(answer, TokenFailure):
+            return self._next_state(delivery, config, started_at_ms, answer, answer.outcome)
         outcome = classify(config.type, answer, self._clock.now_ms())
         return self._next_state(delivery, config, started_at_ms, answer, outcome)
+
+    async def _send(
+        self, request: RenderedRequest, destination: str, config: DestinationConfig
+    ) -> Response | TransportFailure | TokenFailure:
+        """Send with the destination's credentials; a 401 to an OAuth2 token gets one more try with a new token,
+        at once and within the same attempt."""
+        credentials = self._credentials.get(destination)
+        if credentials is None:
+            return await send(self._session, request, config.timeout, config.sign)
+
+        async def authorized() -> tuple[str, Response | TransportFailure | TokenFailure]:
+            assert credentials is not None
+            authorization = await credentials.authorization(self._session, config.timeout, self._clock.now_ms())
+            if isinstance(authorization, TokenFailure):
+                return "", authorization
+            return authorization, await send(self._session, request, config.timeout, config.sign, authorization)
+
+        used, answer = await authorized()
+        if isinstance(answer, Response) and answer.status == 401 and credentials.renewable(used):
+            used, answer = await authorized()
+        return answer
 
     def _next_state(
         self,
         delivery: Delivery,
         config: DestinationConfig,
         started_at_ms: int,
-        answer: Response | TransportFailure,
+        answer: Response | TransportFailure | TokenFailure,
         outcome: Outcome,
     ) -> AttemptResult:
         number = delivery.attempts + 1
@@ -254,7 +281,10 @@ def _lease_ms(destinations: Mapping[str, DestinationConfig], margin_s: float) ->
 
 
 def _attempt_record(
-    delivery: Delivery, started_at_ms: int, answer: Response | TransportFailure | None, error: str | None
+    delivery: Delivery,
+    started_at_ms: int,
+    answer: Response | TransportFailure | TokenFailure | None,
+    error: str | None,
 ) -> Attempt:
     response = answer if isinstance(answer, Response) else None
     return Attempt(
@@ -269,9 +299,19 @@ def _attempt_record(
 
 
 def _dead(
-    delivery: Delivery, started_at_ms: int, answer: Response | TransportFailure | None, reason: str
+    delivery: Delivery, started_at_ms: int, answer: Response | TransportFailure | TokenFailure | None, reason: str
 ) -> AttemptResult:
     return AttemptResult(_attempt_record(delivery, started_at_ms, answer, reason), DeliveryStatus.DEAD)
+
+
+def _masked(result: AttemptResult, mask: Callable[[str], str]) -> AttemptResult:
+    """`result` with run-time secrets (OAuth2 tokens an answer may echo) hidden in its error and excerpt."""
+    attempt = result.attempt
+    error = mask(attempt.error) if attempt.error is not None else None
+    excerpt = mask(attempt.response_excerpt) if attempt.response_excerpt is not None else None
+    if (error, excerpt) == (attempt.error, attempt.response_excerpt):
+        return result
+    return replace(result, attempt=replace(attempt, error=error, response_excerpt=excerpt))
 
 
 def _log(delivery: Delivery, result: AttemptResult, recorded: bool, now_ms: int) -> None:

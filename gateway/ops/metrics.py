@@ -49,7 +49,7 @@ class Metrics:
         )
         self.attempts = Counter(
             "gateway_delivery_attempts",
-            "Delivery attempts by destination and result: 2xx..5xx, timeout, connection, invalid, not_sent.",
+            "Delivery attempts by destination and result: 2xx..5xx, timeout, connection, invalid, token, not_sent.",
             ["destination", "result"], registry=self.registry,
         )
         self.latency = Histogram(
@@ -132,7 +132,7 @@ def attempt_result(result: AttemptResult) -> str:
     if attempt.status_code is not None:
         return f"{attempt.status_code // 100}xx"
     kind = (attempt.error or "").partition(":")[0]
-    return kind if kind in ("timeout", "connection", "invalid") else "not_sent"
+    return kind if kind in ("timeout", "connection", "invalid", "token") else "not_sent"
 
 
 def exposition(metrics: Metrics) -> web.Response:

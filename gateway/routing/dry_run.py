@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from gateway.config.presets import shown_authorization
+from gateway.config.schema import DestinationConfig
 from gateway.errors import GatewayError
 from gateway.routing.compiled import LoadedConfig
 from gateway.routing.payload import is_validation_request, parse_payload
@@ -40,6 +42,15 @@ def dry_run(config: LoadedConfig, body: bytes, source: str | None = None) -> dic
     }
 
 
+def _with_credentials(headers: dict[str, str], destination: DestinationConfig) -> dict[str, str]:
+    """The headers as sent: with the Authorization that `token`/`auth` adds at send time, masked."""
+    auth = destination.credentials()
+    if auth is None:
+        return headers
+    kept = {name: value for name, value in headers.items() if name.lower() != "authorization"}
+    return {**kept, "Authorization": shown_authorization(auth)}
+
+
 def _verdict(config: LoadedConfig, verdict: RouteVerdict) -> dict[str, Any]:
     masker = config.masker
     sends = []
@@ -52,7 +63,7 @@ def _verdict(config: LoadedConfig, verdict: RouteVerdict) -> dict[str, Any]:
             entry["request"] = {
                 "method": request.method,
                 "url": request.url,
-                "headers": request.headers,
+                "headers": _with_credentials(request.headers, config.config.destinations[send.destination]),
                 "body": request.body.decode("utf-8", "replace"),
             }
         sends.append(entry)

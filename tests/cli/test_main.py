@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -122,6 +123,37 @@ def test_dry_run_json_reports_the_same(write_config: Callable[[str], Path], caps
     request = verdicts["comments"]["sends"][0]["request"]
     assert request["url"].startswith("https://api.crm.example/notes?api_token=")
     assert all(secret not in out for secret in SECRETS)
+
+
+AUTH_CONFIG = """\
+sources: {missive: {}}
+destinations:
+  basic:
+    url: https://basic.example/notes
+    auth: {type: basic, username: api, password: "${API_PASSWORD:-basic-pass-value}"}
+  oauth:
+    url: https://oauth.example/contacts
+    auth: {type: oauth2_client_credentials, token_url: https://login.example/token, client_id: gw-client,
+           client_secret: oauth-secret-value, client_auth: basic}
+routes:
+  - name: all
+    send:
+      - {to: basic, body: {a: 1}}
+      - {to: oauth, body: {quoted: "{{ 'oauth-secret-value' }}"}}
+"""
+
+
+def test_dry_run_shows_where_auth_goes_and_never_its_secrets(
+    write_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "test", "-c", str(write_config(AUTH_CONFIG)), str(FIXTURES / "new-comment.json"))
+    assert code == 0
+    assert "→ basic: POST https://basic.example/notes\n        Content-Type: application/json\n" \
+           "        X-Gateway-Event-Id: evt_dry_run\n" in out
+    assert "Authorization: Basic ***" in out and "Authorization: Bearer ***" in out
+    assert '"quoted": "***"' in out
+    basic = base64.b64encode(b"api:basic-pass-value").decode()
+    assert all(secret not in out for secret in ("basic-pass-value", "oauth-secret-value", basic))
 
 
 def test_dry_run_needs_a_source_when_there_are_several(

@@ -108,6 +108,47 @@ def test_each_problem_names_path_line_and_fix(
     assert any(expected in problem for problem in problems), problems
 
 
+AUTH_LINE = "    auth: {type: oauth2_client_credentials, token_url: https://login.example/token, client_id: gw, " \
+            "client_secret: s3}\n"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param(AUTH_LINE, "    auth: {type: basic, username: api}\n",
+                     "line 12: destinations.crm.auth: auth type basic needs password", id="basic-needs-password"),
+        pytest.param(AUTH_LINE, "    auth: {type: bearer, token: t, client_auth: basic}\n",
+                     "destinations.crm.auth: 'client_auth' belongs to auth type oauth2_client_credentials, not bearer",
+                     id="field-of-another-type"),
+        pytest.param("client_id: gw", "clientid: gw",
+                     "destinations.crm.auth.clientid: unknown key 'clientid'; did you mean 'client_id'?",
+                     id="unknown-auth-key"),
+        pytest.param("https://login.example/token", "login.example/token",
+                     "destinations.crm.auth: token_url 'login.example/token' must be an absolute http(s) URL",
+                     id="token-url-not-a-url"),
+        pytest.param("    timeout: 500ms\n", "    token: abcd\n",
+                     "destinations.crm: give 'token' or 'auth', not both", id="token-and-auth"),
+        pytest.param("      - to: crm\n", "      - to: crm\n        headers: {authorization: Bearer x}\n",
+                     "routes[0].send[1].headers.authorization: the destination's token/auth sets Authorization; "
+                     "drop this header", id="send-header-and-auth"),
+    ],
+)
+def test_auth_problems(write_config: Callable[[str], Path], old: str, new: str, expected: str) -> None:
+    text = VALID.replace('    headers: {Authorization: "Bearer ${CRM_TOKEN:-tok-default}"}\n', "")
+    text = text.replace("    timeout: 500ms\n", "    timeout: 500ms\n" + AUTH_LINE)
+    assert old in text
+    problems = problems_of(write_config, text.replace(old, new, 1))
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_auth_and_an_authorization_header_is_a_problem(write_config: Callable[[str], Path]) -> None:
+    problems = problems_of(write_config, VALID.replace("    timeout: 500ms\n", "    token: abcd\n"))
+    assert problems == [
+        "line 11: destinations.crm.headers.Authorization: the destination's token/auth sets Authorization; "
+        "drop this header, or drop the destination's token/auth"
+    ]
+
+
 def test_every_problem_is_reported_at_once(write_config: Callable[[str], Path]) -> None:
     broken = (
         VALID.replace("- to: slack", "- to: slak").replace("- to: crm", "- to: crn")

@@ -213,6 +213,7 @@ def result_of(status_code: int | None, error: str | None) -> AttemptResult:
         pytest.param(None, "connection: cannot connect to h:1: refused (gave up after 3 attempts)", "connection",
                      id="refused-gave-up"),
         pytest.param(None, "invalid: the URL is not a valid http(s) URL", "invalid", id="invalid-url"),
+        pytest.param(None, "token: HTTP 400: invalid_client", "token", id="token-endpoint"),
         pytest.param(None, "destination 'x' is not in the config; add it back and replay", "not_sent",
                      id="removed-destination"),
     ],

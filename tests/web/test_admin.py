@@ -309,13 +309,18 @@ destinations:
     sign: {secret: outbound-signing-key}
   chat: {type: discord, url: "https://discord.com/api/webhooks/123/discordwebhooktoken"}
   inbox: {type: missive, token: missive-api-token}
+  sf:
+    url: https://sf.example/services/data
+    auth: {type: oauth2_client_credentials, token_url: https://sf.example/token, client_id: gw,
+           client_secret: oauth-client-secret}
+  basic: {url: "https://basic.example/", auth: {type: basic, username: api, password: basic-password}}
 routes:
   - name: vip
     send: [{to: crm, body: {team: "{{ conversation.team.name }}"}}]
 """
 CONFIG_SECRETS = [
     ADMIN_TOKEN, FIXTURE_SECRET, "rotated-old-secret", "querysecret123", "literal-crm-bearer", "outbound-signing-key",
-    "discordwebhooktoken", "missive-api-token",
+    "discordwebhooktoken", "missive-api-token", "oauth-client-secret", "basic-password",
 ]
 
 
@@ -330,6 +335,9 @@ async def test_config_shows_every_secret_masked(gateway: Callable[..., Awaitable
     assert config["sources"]["missive"]["secrets"] == ["***", "***"]
     assert config["destinations"]["crm"]["sign"]["secret"] == "***"
     assert config["destinations"]["inbox"]["token"] == "***"
+    assert config["destinations"]["sf"]["auth"]["client_secret"] == "***"
+    assert config["destinations"]["basic"]["auth"] == {**config["destinations"]["basic"]["auth"], "password": "***",
+                                                       "username": "api"}
     assert config["destinations"]["crm"]["headers"] == {"Authorization": "Bearer ***", "X-Team": "support"}
     assert config["destinations"]["crm"]["url"] == "https://api.crm.example/notes?api_token=***"
     assert config["destinations"]["chat"]["url"] == "https://discord.com/api/webhooks/123/***"
