@@ -152,15 +152,16 @@ def _run_app(args: argparse.Namespace, run_worker: bool, receive: bool) -> int:
 
     from gateway.ops.config_holder import ConfigHolder
     from gateway.web.app import create_app
+    from gateway.web.listeners import bind
 
     setup_logging(args.log_format, args.log_level)
     loaded = load_config(args.config)
-    server = loaded.config.server
+    sockets = bind(loaded.config, args.host, args.port)  # before the store opens: a busy port fails at once
     app = create_app(ConfigHolder(loaded), run_worker=run_worker, receive=receive)
     gc.freeze()  # what start-up built lives as long as the process: keep it out of every collection
     web.run_app(
-        app, host=args.host or server.host, port=args.port or server.port, print=None, loop=_loop(),
-        shutdown_timeout=server.shutdown_grace, access_log=None,
+        app, sock=sockets, print=None, loop=_loop(), shutdown_timeout=loaded.config.server.shutdown_grace,
+        access_log=None,
     )
     return 0
 

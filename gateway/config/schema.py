@@ -62,7 +62,28 @@ class StorageConfig(Model):
 
 
 class AdminConfig(Model):
-    token: SecretStr | None = Field(None, description="Bearer token for /admin/; the admin API is off when unset.")
+    token: SecretStr | None = Field(
+        None, description="Bearer token for /admin/ and the console's login; both are off (404) when unset."
+    )
+    host: str | None = Field(
+        None, description="Address of a second listener for /admin/, /console/ and /metrics (needs port); "
+        "default 127.0.0.1.",
+    )
+    port: int | None = Field(
+        None, ge=1, le=65535,
+        description="Port of the second listener; when set, /admin/, /console/ and /metrics are served there only.",
+    )
+    session_idle: Duration = Field(1800.0, description="A console session ends after this long without a request.")
+    secure_cookie: bool = Field(
+        False, description="Mark the console's cookie Secure even on plain HTTP (behind a TLS proxy); "
+        "it is Secure on HTTPS requests anyway.",
+    )
+
+    @model_validator(mode="after")
+    def _host_needs_port(self) -> AdminConfig:
+        if self.host is not None and self.port is None:
+            raise ValueError("admin.host needs admin.port, e.g. {host: 127.0.0.1, port: 9090}")
+        return self
 
 
 class SourceConfig(Model):

@@ -124,6 +124,10 @@ def _suggest(name: str, known: Iterable[str], kind: str) -> str:
     return f"define it under '{kind}'" + (f" (known: {', '.join(options)})" if options else "")
 
 
+_RESERVED_PATHS = ("/healthz", "/readyz", "/metrics", "/console")
+_RESERVED_PREFIXES = ("/admin/", "/console/")
+
+
 def _cross_check(config: GatewayConfig, problems: list[ConfigProblem]) -> None:
     seen_paths: dict[str, str] = {}
     for name, source in config.sources.items():
@@ -131,10 +135,13 @@ def _cross_check(config: GatewayConfig, problems: list[ConfigProblem]) -> None:
         path = source.path or f"/hooks/{name}"
         if not path.startswith("/"):
             problems.append(ConfigProblem(at, f"path '{path}' must start with '/'", hint=f"write /{path}"))
-        elif path in seen_paths or path in ("/healthz", "/readyz", "/metrics") or path.startswith("/admin/"):
+        elif path in seen_paths or path in _RESERVED_PATHS or path.startswith(_RESERVED_PREFIXES):
             taken = f"source '{seen_paths[path]}'" if path in seen_paths else "the gateway itself"
             problems.append(ConfigProblem(at, f"path '{path}' is already used by {taken}", hint="choose another path"))
         seen_paths.setdefault(path, name)
+    if config.admin.port is not None and config.admin.port == config.server.port:
+        problems.append(ConfigProblem("admin.port", f"port {config.admin.port} is server.port too",
+                                      hint="give the admin listener a port of its own, e.g. 9090"))
     for name, destination in config.destinations.items():
         if not destination.url and destination.type != "missive":
             problems.append(

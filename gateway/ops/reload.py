@@ -15,20 +15,22 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+from gateway.clock import SystemClock
 from gateway.config.schema import GatewayConfig, StorageConfig
 from gateway.errors import ConfigError
-from gateway.ops.config_holder import ConfigHolder
-from gateway.ops.logs import remember_secrets
+from gateway.ops.config_holder import ConfigHolder, RejectedReload
+from gateway.ops.logs import SECRETS, remember_secrets
 from gateway.ops.metrics import Metrics
 from gateway.routing.compiled import LoadedConfig, load_config
 
 log = logging.getLogger("gateway.reload")
 
 POLL_INTERVAL_S = 1.0
-# Bound at start-up: the listening socket, the drain on shutdown, the store connection.
+# Bound at start-up: the listening sockets, the drain on shutdown, the store connection.
 RESTART_ONLY: dict[str, tuple[str, ...]] = {
     "server": ("host", "port", "shutdown_grace"),
     "storage": tuple(StorageConfig.model_fields),
+    "admin": ("host", "port"),
 }
 
 Fingerprint = tuple[int, int, str]
@@ -87,6 +89,8 @@ class Reloader:
             )
             for problem in exc.problems:
                 log.error("%s: %s", exc.file, problem, extra={"config": exc.file})
+            lines = tuple(SECRETS.mask(f"{exc.file}: {problem}") for problem in exc.problems)
+            self._holder.reject(RejectedReload(SystemClock().now_ms(), why, lines))
             self._count(applied=False)
             return False
         remember_secrets(new)

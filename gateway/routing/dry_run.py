@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.config.presets import shown_authorization
@@ -24,16 +25,22 @@ def pick_source(config: LoadedConfig, source: str | None) -> str:
     return source
 
 
-def dry_run(config: LoadedConfig, body: bytes, source: str | None = None) -> dict[str, Any]:
-    """Route `body` as ingest would, without storing or sending; the result is JSON-ready and masked."""
+def dry_run(
+    config: LoadedConfig, body: bytes, source: str | None = None, event: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Route `body` as ingest would, without storing or sending; the result is JSON-ready and masked.
+
+    `event` is what templates see as `event` (`id`, `source`, `received_at`): a stored event's, to
+    trace it again; by default a made-up one received now.
+    """
     name = pick_source(config, source)
     if is_validation_request(body):
         return {"source": name, "validation_request": True, "routes": []}
     payload = parse_payload(body)
     if not isinstance(payload, dict) or "rule" not in payload:
         return {"source": name, "validation_request": True, "routes": []}
-    event = {"id": "evt_dry_run", "source": name, "received_at": time.time()}
-    verdicts = plan(config.routes_for(name), payload, event, explain=True)
+    meta = event or {"id": "evt_dry_run", "source": name, "received_at": time.time()}
+    verdicts = plan(config.routes_for(name), payload, meta, explain=True)
     return {
         "source": name,
         "validation_request": False,

@@ -110,19 +110,23 @@ async def replay_by_filter(request: web.Request) -> web.Response:
 
 async def _replay(request: web.Request, where: DeliveryFilter, rerender: bool) -> web.Response:
     loaded = _loaded(request)
-    report = await deliveries.replay(loaded, request.app[STORE], where, _now_ms(request), rerender)
-    if report.count(ReplayOutcome.QUEUED):
-        request.app[WORKER].wake()
-    _log(report, rerender)
+    report = await replay_and_wake(request.app, loaded, where, rerender, "admin")
     return web.json_response(deliveries.replay_document(report, loaded.masker))
 
 
-def _log(report: ReplayReport, rerender: bool) -> None:
+async def replay_and_wake(
+    app: web.Application, loaded: LoadedConfig, where: DeliveryFilter, rerender: bool, who: str
+) -> ReplayReport:
+    """Replay through the shared service, wake the in-process worker for what was queued, and log it."""
+    report = await deliveries.replay(loaded, app[STORE], where, app[CLOCK].now_ms(), rerender)
+    if report.count(ReplayOutcome.QUEUED):
+        app[WORKER].wake()
     log.info(
-        "admin replay%s: %d queued, %d skipped, %d failed", " with rerender" if rerender else "",
+        "%s replay%s: %d queued, %d skipped, %d failed", who, " with rerender" if rerender else "",
         report.count(ReplayOutcome.QUEUED), report.count(ReplayOutcome.SKIPPED), report.count(ReplayOutcome.FAILED),
         extra={"delivery_ids": [item.delivery.id for item in report.items]},
     )
+    return report
 
 
 async def show_event(request: web.Request) -> web.Response:

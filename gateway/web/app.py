@@ -18,8 +18,10 @@ from gateway.store.base import Store
 from gateway.store.factory import make_store
 from gateway.web import hooks as handlers
 from gateway.web.admin import add_admin_routes
+from gateway.web.console.routes import add_console_routes
 from gateway.web.errors import json_errors
-from gateway.web.keys import CLOCK, CONFIG, RECEIVES, STORE, WORKER, WorkerSlot
+from gateway.web.keys import ADMIN_PORT, CLOCK, CONFIG, RECEIVES, STORE, WORKER, WorkerSlot
+from gateway.web.listeners import split_listeners
 
 log = logging.getLogger("gateway.server")
 
@@ -37,7 +39,8 @@ def create_app(
     unless `receive` is false (`gateway worker`, which keeps health, metrics, admin and reloads).
     """
     loaded = holder.active.loaded
-    app = web.Application(middlewares=[json_errors], client_max_size=loaded.config.server.max_body)
+    app = web.Application(middlewares=[json_errors, split_listeners], client_max_size=loaded.config.server.max_body)
+    app[ADMIN_PORT] = loaded.config.admin.port
     app[CONFIG] = holder
     app[CLOCK] = clock or SystemClock()
     app[STORE] = store or make_store(loaded.config.storage, loaded.file.parent)
@@ -56,6 +59,7 @@ def create_app(
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
     add_admin_routes(app)  # always: it answers 404 while admin.token is unset, and follows reloads
+    add_console_routes(app)  # the same
     if receive:
         app.router.add_post("/{path:.*}", handlers.ingest)
     return app

@@ -191,3 +191,29 @@ def test_missing_file_is_one_clear_problem(tmp_path: Path) -> None:
 def test_example_config_is_valid() -> None:
     loaded = load_config(Path(__file__).resolve().parents[2] / "config.example.yaml", environ={})
     assert {route.name for route in loaded.routes} == {"vip-mail-to-slack", "incoming-mail-to-crm"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        pytest.param("admin: {host: 127.0.0.1}\n", "admin: admin.host needs admin.port", id="host-without-port"),
+        pytest.param("server: {port: 9000}\nadmin: {port: 9000}\n", "admin.port: port 9000 is server.port too",
+                     id="same-port"),
+        pytest.param("admin: {session_idle: soon}\n", "admin.session_idle: ", id="idle-not-a-duration"),
+    ],
+)  # fmt: skip
+def test_admin_listener_and_session_settings_are_checked(
+    write_config: Callable[[str], Path], extra: str, problem: str
+) -> None:
+    problems = problems_of(write_config, VALID + extra)
+    assert [line for line in problems if problem in line], problems
+
+
+@pytest.mark.parametrize("path", ["/console", "/console/hooks", "/admin/hooks"])
+def test_a_source_cannot_take_the_consoles_or_the_admin_apis_path(
+    write_config: Callable[[str], Path], path: str
+) -> None:
+    text = VALID.replace("  missive:\n", f"  missive:\n    path: {path}\n")
+    assert f"sources.missive.path: path '{path}' is already used by the gateway itself" in " ".join(
+        problems_of(write_config, text)
+    )

@@ -263,6 +263,8 @@ def config_with(**sections: Any) -> GatewayConfig:
                      ["storage.backend", "storage.url"], id="backend"),
         pytest.param({"storage": {"retention": "1d"}}, {"storage": {"retention": "2d"}}, ["storage.retention"],
                      id="retention"),
+        pytest.param({}, {"admin": {"port": 9090, "token": "t", "session_idle": "5m"}}, ["admin.port"],
+                     id="admin-listener"),
     ],
 )
 def test_needs_restart(old: dict[str, Any], new: dict[str, Any], expected: list[str]) -> None:
