@@ -17,6 +17,7 @@ _USERINFO_PASSWORD = re.compile(r"(://[^/?#@\s:]*:)[^/?#\s]*@")
 _SECRET_PARAM = re.compile(r"([?&;#][^=&#\s]*?(?:token|key|secret|sig|pass|auth|code)[^=&#\s]*=)[^&#\s]*", re.I)
 _SLACK_WEBHOOK = re.compile(r"(hooks\.slack(?:-gov)?\.com/(?:services|workflows|triggers)/)[^\s?#\"'<>]+", re.I)
 _DISCORD_WEBHOOK = re.compile(r"(/api(?:/v\d+)?/webhooks/\d+/)[^/?#\s\"'<>]+")
+_MATTERMOST_WEBHOOK = re.compile(r"(/hooks/)[a-z0-9]{26}(?![A-Za-z0-9])")  # Mattermost's ids: 26 characters
 _SECRET_HEADER_WORDS = ("auth", "cookie", "token", "secret", "key", "sig", "pass")
 _PUBLIC_HEADERS = frozenset({"idempotency-key"})  # the gateway's own `<event id>:<route>:<n>`
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9-]*) +\S")
@@ -72,7 +73,8 @@ class Masker:
         return "".join(pieces)
 
     def url(self, url: str) -> str:
-        """`url` without its credentials: password, secret query parameters, Slack and Discord webhook tokens.
+        """`url` without its credentials: password, secret query parameters, Slack, Discord and Mattermost webhook
+        tokens.
 
         Works on any text holding URLs too (an error message).
         """
@@ -86,6 +88,8 @@ class Masker:
             masked = _SLACK_WEBHOOK.sub(rf"\1{MASK}", masked)
         if "/webhooks/" in masked:
             masked = _DISCORD_WEBHOOK.sub(rf"\1{MASK}", masked)
+        if "/hooks/" in masked:
+            masked = _MATTERMOST_WEBHOOK.sub(rf"\1{MASK}", masked)
         return masked
 
     def headers(self, headers: Mapping[str, str]) -> dict[str, str]:

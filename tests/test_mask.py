@@ -44,10 +44,17 @@ def test_no_secrets_leaves_text_alone() -> None:
         pytest.param("https://user@example.com:8443/a@b", "https://user@example.com:8443/a@b", id="no-password"),
         pytest.param("https://api.pipedrive.com/v1/persons?api_token=abc123&limit=5",
                      "https://api.pipedrive.com/v1/persons?api_token=***&limit=5", id="api-token"),
-        pytest.param("https://prod-00.westus.logic.azure.com/workflows/1/triggers/manual/paths/invoke"
-                     "?api-version=2016-06-01&sp=%2Ftriggers&sv=1.0&sig=AbC123",
-                     "https://prod-00.westus.logic.azure.com/workflows/1/triggers/manual/paths/invoke"
-                     "?api-version=2016-06-01&sp=%2Ftriggers&sv=1.0&sig=***", id="teams-sig"),
+        pytest.param("https://default1a.2b.environment.api.powerplatform.com:443/powerautomate/automations/direct"
+                     "/workflows/1/triggers/manual/paths/invoke?api-version=1&sp=%2Ftriggers&sv=1.0&sig=AbC123",
+                     "https://default1a.2b.environment.api.powerplatform.com:443/powerautomate/automations/direct"
+                     "/workflows/1/triggers/manual/paths/invoke?api-version=1&sp=%2Ftriggers&sv=1.0&sig=***",
+                     id="teams-workflow-sig"),
+        pytest.param("https://chat.googleapis.com/v1/spaces/AAAA/messages?key=AIzaSyDd&token=Zx9-tok",
+                     "https://chat.googleapis.com/v1/spaces/AAAA/messages?key=***&token=***", id="google-chat"),
+        pytest.param("https://mm.example.com/hooks/xjq4e8yk1b8h9qz3o5m7w2r6pa",
+                     "https://mm.example.com/hooks/***", id="mattermost-webhook"),
+        pytest.param("https://x.example.com/hooks/missive", "https://x.example.com/hooks/missive",
+                     id="our-own-hook-path-untouched"),
         pytest.param("https://x.example/?key=1&client_secret=2&password=3&auth=4&code=5&signature=6&Access_Token=7&p=8",
                      "https://x.example/?key=***&client_secret=***&password=***&auth=***&code=***&signature=***"
                      "&Access_Token=***&p=8", id="secret-parameters"),

@@ -16,8 +16,9 @@ from gateway.config.schema import AuthConfig, GatewayConfig
 from gateway.mask import MASK, Masker
 
 # Destination types whose URL ends in a credential (incoming webhooks), and the least length taken for one:
-# Slack's, Discord's and Teams' tokens are 24 to 68 characters, shorter last segments are ordinary words.
-_WEBHOOK_TYPES = frozenset({"slack", "discord", "teams"})
+# Slack's, Discord's and Mattermost's tokens are 24 to 68 characters, shorter last segments are ordinary words.
+# (Teams Workflows and Google Chat carry theirs in query parameters, `sig=`, `key=` and `token=`.)
+_WEBHOOK_TYPES = frozenset({"slack", "discord", "mattermost"})
 _MIN_WEBHOOK_TOKEN_CHARS = 12
 _MIN_SECRET_CHARS = 4
 _PATTERNS = Masker()  # no known secrets: recognises credentials by their place only
@@ -37,6 +38,8 @@ def _declared(config: GatewayConfig) -> set[str]:
             found |= _auth_secrets(auth)
         if destination.sign is not None:
             found.add(destination.sign.secret.get_secret_value())
+        if destination.routing_key is not None:
+            found.add(destination.routing_key.get_secret_value())
     if config.admin.token is not None:
         found.add(config.admin.token.get_secret_value())
     return found

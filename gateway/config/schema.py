@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, WithJsonSchema, model_validator
 
+from gateway.config.presets import with_preset_settings
 from gateway.config.units import parse_duration, parse_rate, parse_size
 
 Duration = Annotated[
@@ -27,7 +28,7 @@ Rate = Annotated[
     BeforeValidator(parse_rate),
     WithJsonSchema({"type": "string", "description": "a rate: '1/s', '100/m', '1000/h'"}),
 ]
-DestinationType = Literal["http", "slack", "discord", "teams", "missive"]
+DestinationType = Literal["http", "slack", "discord", "teams", "missive", "google_chat", "mattermost", "pagerduty"]
 
 
 class Model(BaseModel):
@@ -148,8 +149,12 @@ class AuthConfig(Model):
 
 
 class DestinationConfig(Model):
-    type: DestinationType = Field("http", description="Preset: http, slack, discord, teams or missive.")
-    url: str | None = Field(None, description="Where to send (a template). Required except for type missive.")
+    type: DestinationType = Field(
+        "http", description="Preset: http, slack, discord, teams, missive, google_chat, mattermost or pagerduty."
+    )
+    url: str | None = Field(
+        None, description="Where to send (a template). Required except for types missive and pagerduty."
+    )
     method: str = Field("POST", description="HTTP method.")
     headers: dict[str, str] = Field(default_factory=dict, description="Headers sent with every request (templates).")
     token: SecretStr | None = Field(
@@ -162,6 +167,14 @@ class DestinationConfig(Model):
     rate_limit: Rate | None = Field(None, description="Most requests per second/minute/hour, e.g. '1/s'.")
     concurrency: int = Field(4, ge=1, le=256, description="Most requests in flight at once.")
     sign: SignConfig | None = Field(None, description="Sign outgoing bodies (type http) so receivers can verify us.")
+    routing_key: SecretStr | None = Field(
+        None, description="PagerDuty Events v2 routing key (type pagerduty), added to every event's body."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_settings(cls, data: Any) -> Any:
+        return with_preset_settings(data)
 
     @model_validator(mode="after")
     def _one_credential(self) -> DestinationConfig:
@@ -224,6 +237,9 @@ class Condition(Model):
 class SendConfig(Model):
     to: str = Field(description="Name of a destination.")
     body: Any = Field(None, description="YAML structure whose string leaves are templates; sent as JSON.")
+    card: dict[str, Any] | None = Field(
+        None, description="Teams: the Adaptive Card (a YAML structure like body); sent in the message envelope."
+    )
     template: str | None = Field(None, description="Raw text body (a template).")
     template_file: str | None = Field(
         None, description="File holding a raw text body template, relative to the config."
@@ -234,9 +250,9 @@ class SendConfig(Model):
 
     @model_validator(mode="after")
     def _one_body(self) -> SendConfig:
-        given = [name for name in ("body", "template", "template_file") if name in self.model_fields_set]
+        given = [name for name in ("body", "card", "template", "template_file") if name in self.model_fields_set]
         if len(given) > 1:
-            raise ValueError(f"give one of body, template, template_file (found: {', '.join(given)})")
+            raise ValueError(f"give one of body, card, template, template_file (found: {', '.join(given)})")
         return self
 
 

@@ -143,7 +143,7 @@ def _cross_check(config: GatewayConfig, problems: list[ConfigProblem]) -> None:
         problems.append(ConfigProblem("admin.port", f"port {config.admin.port} is server.port too",
                                       hint="give the admin listener a port of its own, e.g. 9090"))
     for name, destination in config.destinations.items():
-        if not destination.url and destination.type != "missive":
+        if not destination.url:
             problems.append(
                 ConfigProblem(f"destinations.{name}", "'url' is required here", hint="add the URL to send to")
             )

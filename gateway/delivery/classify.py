@@ -2,14 +2,12 @@
 
 Plain rules: 2xx is delivered; 408, 425, 429, 5xx, timeouts and connection errors are
 retried; anything else is dead. Presets know better where a service says more:
-Slack's Web API reports errors in a 200, Discord puts its wait in the body, legacy
-Teams connectors answer 200 with the failure in the text.
+Slack's Web API reports errors in a 200, Discord puts its wait in the body.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,13 +19,15 @@ from gateway.delivery.send import Response, TransportFailure
 OutcomeKind = Literal["delivered", "retry", "dead"]
 
 RETRY_STATUSES = frozenset({408, 425, 429})
-# Slack Web API errors worth another try; every other `ok: false` error (invalid_token, channel_not_found,
-# not_in_channel, is_archived, invalid_auth, token_revoked...) needs a person to fix something.
+# Slack Web API errors worth another try: limits, Slack's own trouble, and a workspace moving into an
+# Enterprise org (`team_added_to_org`, `org_login_required`: it works again once the move is done).
+# `fatal_error` is not among them: Slack may have posted the message already. Every other `ok: false`
+# error (invalid_token, channel_not_found, not_in_channel, is_archived, invalid_blocks...) needs a person.
 SLACK_TRANSIENT_ERRORS = frozenset(
-    {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
-)
+    {"ratelimited", "rate_limited", "internal_error", "service_unavailable", "request_timeout",
+     "team_added_to_org", "org_login_required"}
+)  # fmt: skip
 REASON_BODY_CHARS = 200
-_TEAMS_FAILURE = re.compile(r"delivery failed.*?HTTP error (\d{3})", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -83,19 +83,9 @@ def _discord(response: Response, now_ms: int) -> Outcome | None:
     return None
 
 
-def _teams(response: Response, now_ms: int) -> Outcome | None:
-    """Legacy connectors answer 200 'Webhook message delivery failed ... HTTP error 429 ...'."""
-    match = _TEAMS_FAILURE.search(response.body) if 200 <= response.status < 300 else None
-    if match is None:
-        return None
-    outcome = by_status(Response(int(match.group(1)), response.headers, response.body, response.elapsed_ms), now_ms)
-    return Outcome(outcome.kind, f"HTTP {response.status}: {_first_line(response.body)}", outcome.retry_after_s)
-
-
 _PRESETS: dict[str, Callable[[Response, int], Outcome | None]] = {
     "slack": _slack,
     "discord": _discord,
-    "teams": _teams,
 }
 
 

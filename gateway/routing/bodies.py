@@ -18,6 +18,7 @@ from typing import Any
 from jinja2 import TemplateSyntaxError, nodes
 from jinja2.environment import Template
 
+from gateway.config.presets import TEAMS_CARD_CONTENT_TYPE
 from gateway.config.schema import SendConfig
 from gateway.errors import ConfigProblem
 from gateway.routing.template_env import (
@@ -44,6 +45,9 @@ BODILESS_METHODS = frozenset({"GET", "HEAD", "DELETE"})
 _JSON = "application/json"
 _TEXT = "text/plain; charset=utf-8"
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][\w-]*$")
+# A Teams `card:` goes out inside the message envelope Workflows expect.
+_CARD_OPEN = '{"type":"message","attachments":[{"contentType":' + dumps(TEAMS_CARD_CONTENT_TYPE) + ',"content":'
+_CARD_CLOSE = "}]}"
 
 
 def _leaf_expression(template: Template, scope: Scope) -> str:
@@ -166,10 +170,13 @@ class JsonBody:
 
 
 class TextBody:
-    __slots__ = ("render_text",)
+    """A raw text body; `source` is the template as written, for what presets check in it."""
 
-    def __init__(self, text: Text) -> None:
+    __slots__ = ("render_text", "source")
+
+    def __init__(self, text: Text, source: str = "") -> None:
         self.render_text = text
+        self.source = source
 
     def render(self, scope: Scope) -> tuple[bytes, str | None]:
         text = render_text(self.render_text, scope)
@@ -193,8 +200,13 @@ def compile_body(
         items: list[str | _Leaf] = []
         _compile_tree(send.body, f"{at}.body", problems, items)
         return JsonBody.of(_joined(items))
+    if send.card is not None:
+        items = [_CARD_OPEN]
+        _compile_tree(send.card, f"{at}.card", problems, items)
+        items.append(_CARD_CLOSE)
+        return JsonBody.of(_joined(items))
     if send.template is not None:
-        return TextBody(compile_text(send.template, f"{at}.template", problems))
+        return TextBody(compile_text(send.template, f"{at}.template", problems), send.template)
     if send.template_file is not None:
         path = f"{at}.template_file"
         file = base_dir / send.template_file
@@ -205,7 +217,7 @@ def compile_body(
             hint = "paths are relative to the config file"
             problems.append(ConfigProblem(path, f"template file {file} {reason}", hint=hint))
             return TextBody("")
-        return TextBody(compile_text(source, path, problems, origin=str(file)))
+        return TextBody(compile_text(source, path, problems, origin=str(file)), source)
     if method in BODILESS_METHODS:
         return TextBody("")
     return JsonBody((Part(at, _payload_json),))

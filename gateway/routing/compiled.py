@@ -81,7 +81,8 @@ def _compile_routes(config: GatewayConfig, base_dir: Path, problems: list[Config
             destination = config.destinations.get(send.to)
             if destination is None:
                 continue  # reported by _cross_check
-            template = compile_request(send, destination, base_dir, f"{at}.send[{send_index}]", problems)
+            at_send = f"{at}.send[{send_index}]"
+            template = compile_request(send, destination, base_dir, at_send, problems, route=route.name)
             if template is not None:
                 sends.append(CompiledSend(send.to, template, destination.retry.attempts))
         source = route.source or only_source

@@ -31,6 +31,7 @@ from gateway.errors import ConfigProblem, RenderError
 from gateway.model import RenderedRequest
 from gateway.routing.bodies import JsonBody, TextBody, compile_body
 from gateway.routing.payload import payload_view
+from gateway.routing.preset_bodies import BodyFinisher, body_finisher, check_send
 from gateway.routing.template_env import ENV, Text, compile_text, render_text
 
 
@@ -54,7 +55,7 @@ def _checked_header(value: str) -> str:
 class RequestTemplate:
     """A request compiled from a `send` and its destination; `render` fills it in for one payload."""
 
-    __slots__ = ("method", "_url", "_headers", "_body", "_content_type_set")
+    __slots__ = ("method", "_url", "_headers", "_body", "_content_type_set", "_finish")
 
     def __init__(
         self,
@@ -63,18 +64,22 @@ class RequestTemplate:
         headers: tuple[tuple[str, Text], ...],
         body: JsonBody | TextBody,
         content_type_set: bool,
+        finish: BodyFinisher | None = None,
     ) -> None:
         self.method = method
         self._url = url
         self._headers = headers
         self._body = body
         self._content_type_set = content_type_set
+        self._finish = finish
 
     def render(self, context: Mapping[str, Any]) -> RenderedRequest:
         """The request for one payload's `template_context`; raises RenderError naming the failing place."""
         scope = {**ENV.globals, **context}
         headers = {name: render_text(value, scope) for name, value in self._headers}
         body, content_type = self._body.render(scope)
+        if self._finish is not None:
+            body = self._finish(body, scope)
         if content_type is not None and not self._content_type_set:
             headers["Content-Type"] = content_type
         return RenderedRequest(self.method, render_text(self._url, scope), headers, body)
@@ -97,7 +102,7 @@ def _compile_url(send: SendConfig, destination: DestinationConfig, at: str, prob
         url, path = request_defaults(destination.model_copy(update={"url": send.url})).url, f"{at}.url"
     else:
         url, path = request_defaults(destination).url, f"destinations.{send.to}.url"
-    if not (send.url or destination.url or destination.type == "missive"):
+    if not (send.url or destination.url):
         problems.append(ConfigProblem(path, "missing: give the destination a url, or this send one"))
         return url
     return compile_text(url, path, problems, check=_checked_url)
@@ -119,9 +124,15 @@ def _header_sources(send: SendConfig, destination: DestinationConfig, at: str) -
 
 
 def compile_request(
-    send: SendConfig, destination: DestinationConfig, base_dir: Path, at: str, problems: list[ConfigProblem]
+    send: SendConfig,
+    destination: DestinationConfig,
+    base_dir: Path,
+    at: str,
+    problems: list[ConfigProblem],
+    *,
+    route: str,
 ) -> RequestTemplate | None:
-    """Compile one `send` (at YAML path `at`) against its destination.
+    """Compile one `send` (at YAML path `at`, in route `route`) against its destination.
 
     Every problem found is appended to `problems`; None is returned when there was any.
     """
@@ -138,6 +149,7 @@ def compile_request(
         for name, path, value in sources.values()
     )
     body = compile_body(send, method, base_dir, at, problems)
+    check_send(send, destination, body.source if isinstance(body, TextBody) else None, at, problems)
     if len(problems) > found:
         return None
-    return RequestTemplate(method, url, headers, body, content_type_set)
+    return RequestTemplate(method, url, headers, body, content_type_set, body_finisher(send, destination, route))

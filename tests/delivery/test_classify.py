@@ -63,8 +63,15 @@ CASES = [
             "is_archived",
             "invalid_auth",
             "token_revoked",
+            "invalid_blocks",
+            "fatal_error",  # Slack may have posted already: another try could post twice
         )
     ],
+    *[
+        pytest.param("slack", json_answer(200, {"ok": False, "error": error}), "retry", None, id=f"slack-api-{error}")
+        for error in ("team_added_to_org", "org_login_required", "internal_error", "service_unavailable")
+    ],
+    pytest.param("slack", answer(400, "invalid_blocks"), "dead", None, id="slack-webhook-empty-text-object"),
     pytest.param("slack", json_answer(200, {"ok": False, "error": "ratelimited"}), "retry", None, id="slack-api-rl"),
     pytest.param(
         "slack", json_answer(200, {"ok": False, "error": "ratelimited"}, retry_after="3"), "retry", 3.0,
@@ -80,20 +87,52 @@ CASES = [
     ),
     pytest.param("discord", json_answer(429, {"message": "slow"}, retry_after="2"), "retry", 2.0, id="discord-429-hdr"),
     pytest.param("discord", json_answer(400, {"message": "Empty message"}), "dead", None, id="discord-400"),
-    # Teams: 202 is fine; legacy connectors answer 200 with the failure in the text
+    # Teams Workflows: 202 (the flow runs later), errors as JSON {"error": {"code", "message"}}
     pytest.param("teams", answer(202), "delivered", None, id="teams-202"),
-    pytest.param("teams", answer(200, "1"), "delivered", None, id="teams-legacy-ok"),
+    pytest.param(
+        "teams", json_answer(400, {"error": {"code": "TriggerInputSchemaMismatch", "message": "..."}}), "dead", None,
+        id="teams-400",
+    ),
+    pytest.param(
+        "teams", json_answer(401, {"error": {"code": "DirectApiAuthorizationRequired", "message": "..."}}), "dead",
+        None, id="teams-401-bad-sig",
+    ),
+    pytest.param("teams", json_answer(404, {"error": {"code": "WorkflowNotFound"}}), "dead", None, id="teams-404"),
     pytest.param("teams", answer(413), "dead", None, id="teams-413"),
+    pytest.param("teams", answer(429, retry_after="7"), "retry", 7.0, id="teams-429"),
+    pytest.param("teams", answer(200, "Webhook message delivery failed with error: HTTP error 429"), "delivered",
+                 None, id="teams-no-legacy-connector-parsing"),
+    # Google Chat: Google API errors, 429 RESOURCE_EXHAUSTED without a hint
+    pytest.param("google_chat", json_answer(200, {"name": "spaces/A/messages/B"}), "delivered", None, id="gchat-200"),
     pytest.param(
-        "teams",
-        answer(200, "Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP error 429"),
-        "retry", None, id="teams-legacy-429-in-200",
+        "google_chat", json_answer(400, {"error": {"code": 400, "status": "INVALID_ARGUMENT"}}), "dead", None,
+        id="gchat-400",
     ),
     pytest.param(
-        "teams",
-        answer(200, "Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP error 400"),
-        "dead", None, id="teams-legacy-400-in-200",
+        "google_chat", json_answer(403, {"error": {"code": 403, "status": "PERMISSION_DENIED"}}), "dead", None,
+        id="gchat-403",
     ),
+    pytest.param(
+        "google_chat", json_answer(429, {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}), "retry", None,
+        id="gchat-429",
+    ),
+    # Mattermost: "ok" as text, errors as JSON with an id
+    pytest.param("mattermost", answer(200, "ok"), "delivered", None, id="mattermost-ok"),
+    pytest.param(
+        "mattermost", json_answer(400, {"id": "web.incoming_webhook.text.app_error", "message": "No text specified"}),
+        "dead", None, id="mattermost-400",
+    ),
+    pytest.param("mattermost", answer(429, "limit exceeded", retry_after="1"), "retry", 1.0, id="mattermost-429"),
+    # PagerDuty Events v2
+    pytest.param(
+        "pagerduty", json_answer(202, {"status": "success", "message": "Event processed", "dedup_key": "k"}),
+        "delivered", None, id="pagerduty-202",
+    ),
+    pytest.param(
+        "pagerduty", json_answer(400, {"status": "invalid event", "message": "Event object is invalid"}), "dead",
+        None, id="pagerduty-400",
+    ),
+    pytest.param("pagerduty", answer(429), "retry", None, id="pagerduty-429"),
     # Missive: plain rules, Retry-After on 429
     pytest.param("missive", json_answer(201, {"posts": {}}), "delivered", None, id="missive-201"),
     pytest.param("missive", answer(429, retry_after="60"), "retry", 60.0, id="missive-429"),

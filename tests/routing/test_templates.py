@@ -39,6 +39,7 @@ def compile_send(
         base_dir,
         AT,
         problems,
+        route="vip",
     )
     return template, problems
 
@@ -232,12 +233,15 @@ def test_url_method_and_headers_merge_and_render() -> None:
     ("destination", "send", "url", "headers"),
     [
         pytest.param({"type": "discord", "url": "https://discord.com/api/webhooks/1/abc"}, {},
-                     "https://discord.com/api/webhooks/1/abc?wait=true", {}, id="discord-waits"),
+                     "https://discord.com/api/v10/webhooks/1/abc?wait=true", {}, id="discord-pinned-and-waits"),
+        pytest.param({"type": "discord", "url": "https://discord.com/api/v6/webhooks/1/abc"}, {},
+                     "https://discord.com/api/v10/webhooks/1/abc?wait=true", {}, id="discord-old-version-pinned"),
         pytest.param({"type": "discord", "url": "https://discord.com/api/webhooks/1/abc"},
                      {"url": "https://discord.com/api/webhooks/2/{{ 'def' }}?thread_id=9"},
-                     "https://discord.com/api/webhooks/2/def?thread_id=9&wait=true", {}, id="discord-send-url-waits"),
+                     "https://discord.com/api/v10/webhooks/2/def?thread_id=9&wait=true", {},
+                     id="discord-send-url-pinned"),
         pytest.param({"type": "discord", "url": "https://discord.com/api/webhooks/1/abc?wait=false"}, {},
-                     "https://discord.com/api/webhooks/1/abc?wait=false", {}, id="discord-explicit-wait-kept"),
+                     "https://discord.com/api/v10/webhooks/1/abc?wait=false", {}, id="discord-explicit-wait-kept"),
         # A token is added when the request is sent, never rendered into the request the store keeps.
         pytest.param({"type": "slack", "url": "https://slack.com/api/chat.postMessage", "token": "xoxb-1-2"}, {},
                      "https://slack.com/api/chat.postMessage", {}, id="bearer-token-not-stored"),
