@@ -25,7 +25,8 @@ from gateway.routing.compiled import LoadedConfig, load_config
 from gateway.routing.plan import new_id, plan, to_deliveries
 from gateway.routing.templates import template_context
 
-PAYLOAD = json.loads((FIXTURES / "incoming-email-with-labels.json").read_bytes())
+BODY = (FIXTURES / "incoming-email-with-labels.json").read_bytes()
+PAYLOAD = json.loads(BODY)
 EVENT = {"id": new_id("evt", 0), "source": "missive", "received_at": 1717402005.5}
 
 
@@ -34,13 +35,13 @@ def best_us(call: Callable[[], object], number: int, repeats: int) -> float:
 
 
 def cases(loaded: LoadedConfig) -> dict[str, Callable[[], object]]:
-    context = template_context(PAYLOAD, EVENT)
+    context = template_context(PAYLOAD, EVENT, BODY)
     found: dict[str, Callable[[], object]] = {}
     for route in loaded.routes:
         for index, send in enumerate(route.sends):
             found[f"render {route.name}[{index}] -> {send.destination}"] = partial(send.template.render, context)
     routes = loaded.routes_for("missive")
-    found["plan + to_deliveries (one event)"] = lambda: to_deliveries(plan(routes, PAYLOAD, EVENT), 0)
+    found["plan + to_deliveries (one event)"] = lambda: to_deliveries(plan(routes, PAYLOAD, BODY, EVENT), 0)
     return found
 
 

@@ -3,7 +3,8 @@
 GatewayError
 ├── ConfigError        a config file is invalid; carries every problem found
 ├── SignatureError     a request's X-Hook-Signature is missing or wrong
-├── PayloadError       a request body is not acceptable (too large, not JSON)
+├── PayloadError       a request body is not acceptable (too large, not JSON, too slow)
+├── ClientGone         the client closed its connection before its request was read
 ├── RenderError        a template failed on a payload
 ├── StoreUnavailable   the store cannot take writes right now (answer 503)
 └── DeliveryError      a delivery cannot be built or sent
@@ -56,6 +57,10 @@ class PayloadError(GatewayError):
     def __init__(self, message: str, status: int = 400) -> None:
         self.status = status
         super().__init__(message)
+
+
+class ClientGone(GatewayError):
+    """The client closed its connection before the gateway had read its request."""
 
 
 class RenderError(GatewayError):

@@ -148,21 +148,18 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _run_app(args: argparse.Namespace, run_worker: bool, receive: bool) -> int:
-    from aiohttp import web
-
     from gateway.ops.config_holder import ConfigHolder
     from gateway.web.app import create_app
     from gateway.web.listeners import bind
+    from gateway.web.server import serve
 
     setup_logging(args.log_format, args.log_level)
     loaded = load_config(args.config)
     sockets = bind(loaded.config, args.host, args.port)  # before the store opens: a busy port fails at once
     app = create_app(ConfigHolder(loaded), run_worker=run_worker, receive=receive)
     gc.freeze()  # what start-up built lives as long as the process: keep it out of every collection
-    web.run_app(
-        app, sock=sockets, print=None, loop=_loop(), shutdown_timeout=loaded.config.server.shutdown_grace,
-        access_log=None,
-    )
+    server = loaded.config.server
+    serve(app, sockets, server.read_timeout, server.shutdown_grace, loop=_loop())
     return 0
 
 

@@ -39,6 +39,10 @@ class ServerConfig(Model):
     host: str = Field("0.0.0.0", description="Address to listen on.")
     port: int = Field(8080, ge=1, le=65535, description="Port to listen on (overridden by --port).")
     max_body: Size = Field(1024 * 1024, description="Largest webhook body accepted; larger ones get 413.")
+    read_timeout: Duration = Field(
+        10.0, gt=0, description="Longest wait for a request's headers, and again for its body; then the connection "
+        "is closed (a body cut off gets 408).",
+    )
     shutdown_grace: Duration = Field(
         10.0, description="On SIGTERM/SIGINT, how long requests and delivery attempts in flight may take to finish."
     )

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from gateway.ingest.signature import verify
-from gateway.model import IngestResult, NewEvent
+from gateway.model import IngestResult, NewDelivery, NewEvent
 from gateway.routing.compiled import LoadedConfig
 from gateway.routing.payload import is_validation_request, parse_payload
 from gateway.routing.plan import new_id, plan, to_deliveries
@@ -22,6 +22,7 @@ class Accepted:
 
     result: IngestResult | None
     routes: tuple[str, ...] = ()
+    dead: tuple[str, ...] = ()  # destinations of the deliveries whose template failed: stored as dead letters
 
 
 async def accept(
@@ -38,7 +39,7 @@ async def accept(
         return Accepted(None)
     event_id = new_id("evt", now_ms)
     event_meta = {"id": event_id, "source": source, "received_at": now_ms / 1000}
-    verdicts = plan(config.routes_for(source), payload, event_meta)
+    verdicts = plan(config.routes_for(source), payload, body, event_meta)
     deliveries = to_deliveries(verdicts, now_ms)
     event = NewEvent(event_id, source, now_ms, body, hashlib.sha256(body).hexdigest())
     result = await store.ingest(event, deliveries, int(source_config.dedupe_window * 1000))
@@ -48,12 +49,27 @@ async def accept(
             "event %s from %s is a duplicate of %s; not routed again", event_id, source, result.event_id,
             extra={"event_id": result.event_id, "source": source, "outcome": "duplicate"},
         )
-    else:
-        log.info(
-            "event %s from %s stored: routes %s, %d deliveries", event_id, source, list(matched), len(deliveries),
-            extra={
-                "event_id": event_id, "source": source, "outcome": "accepted", "routes": list(matched),
-                "deliveries": len(deliveries),
-            },
-        )
-    return Accepted(result, () if result.duplicate else matched)
+        return Accepted(result)
+    log.info(
+        "event %s from %s stored: routes %s, %d deliveries", event_id, source, list(matched), len(deliveries),
+        extra={
+            "event_id": event_id, "source": source, "outcome": "accepted", "routes": list(matched),
+            "deliveries": len(deliveries),
+        },
+    )
+    dead = [delivery for delivery in deliveries if delivery.request is None]
+    for delivery in dead:
+        _log_dead_at_ingest(event_id, delivery)
+    return Accepted(result, matched, tuple(delivery.destination for delivery in dead))
+
+
+def _log_dead_at_ingest(event_id: str, delivery: NewDelivery) -> None:
+    """A template failed on this event: the delivery is stored as a dead letter, which someone must see."""
+    log.warning(
+        "delivery %s dead at ingest: route=%s destination=%s error=%s",
+        delivery.id, delivery.route, delivery.destination, delivery.error,
+        extra={
+            "delivery_id": delivery.id, "event_id": event_id, "route": delivery.route,
+            "destination": delivery.destination, "outcome": "dead",
+        },
+    )

@@ -24,7 +24,7 @@ def verify(secrets: list[bytes], body: bytes, header: str | None) -> None:
     scheme, _, given = header.strip().partition("=")
     if scheme.lower() != "sha256" or not given:
         raise SignatureError(f"{SIGNATURE_HEADER} must look like 'sha256=<hex>'")
-    expected = given.lower().encode()
+    expected = given.lower().encode("utf-8", "surrogateescape")  # aiohttp decodes bytes that are not UTF-8 so
     valid = False
     for secret in secrets:
         valid |= hmac.compare_digest(hmac.digest(secret, body, "sha256").hex().encode(), expected)

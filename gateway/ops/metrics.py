@@ -12,7 +12,7 @@ import logging
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
-from gateway.errors import GatewayError, PayloadError, SignatureError, StoreUnavailable
+from gateway.errors import ClientGone, GatewayError, PayloadError, SignatureError, StoreUnavailable
 from gateway.ingest.accept import Accepted
 from gateway.model import AttemptResult, Delivery, DeliveryStatus
 from gateway.routing.compiled import LoadedConfig
@@ -20,12 +20,17 @@ from gateway.store.base import Store
 
 log = logging.getLogger("gateway.metrics")
 
-EVENT_OUTCOMES = ("accepted", "duplicate", "bad_signature", "too_large", "bad_json", "validation", "unavailable")
+EVENT_OUTCOMES = (
+    "accepted", "duplicate", "bad_signature", "too_large", "bad_json", "bad_encoding", "timeout", "client_gone",
+    "validation", "unavailable",
+)
+_PAYLOAD_OUTCOMES = {413: "too_large", 415: "bad_encoding", 408: "timeout"}  # any other PayloadError: bad_json
 FINAL_OUTCOMES = (DeliveryStatus.DELIVERED.value, DeliveryStatus.DEAD.value)
 RELOAD_RESULTS = ("applied", "failed")
 # From a fraction of a second (a healthy destination) to a day (retries through an outage).
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 STATS_TIMEOUT_S = 2.0
+QUEUE_READ_INTERVAL_MS = 1000
 # What generate_latest writes; every Prometheus version reads it.
 TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -68,6 +73,8 @@ class Metrics:
         )
         for result in RELOAD_RESULTS:
             self.reloads.labels(result)
+        self._queue_read = asyncio.Lock()
+        self._queue_read_at_ms: int | None = None
 
     def track_config(self, loaded: LoadedConfig) -> None:
         """Show the config's sources, routes and destinations at 0 before anything happens to them."""
@@ -86,6 +93,8 @@ class Metrics:
         self.events.labels(source, outcome).inc()
         for route in accepted.routes:
             self.route_matches.labels(route).inc()
+        for destination in accepted.dead:  # a template failed: dead before any attempt
+            self.deliveries.labels(destination, DeliveryStatus.DEAD.value).inc()
 
     def rejected(self, source: str, error: GatewayError) -> None:
         self.events.labels(source, rejection_outcome(error)).inc()
@@ -105,13 +114,19 @@ class Metrics:
         self.reloads.labels("applied" if applied else "failed").inc()
 
     async def refresh_queue(self, store: Store, now_ms: int) -> None:
-        """Set the queue gauges from `store.stats()`; on a store outage they keep their last values."""
-        try:
-            async with asyncio.timeout(STATS_TIMEOUT_S):
-                stats = await store.stats()
-        except (StoreUnavailable, TimeoutError) as exc:
-            log.warning("queue gauges not refreshed: %s", exc or "the store did not answer in time")
-            return
+        """Set the queue gauges from `store.stats()` unless they were read less than QUEUE_READ_INTERVAL_MS ago, so
+        scrapes, however frequent, cost the store one read a second at most. On a store outage they keep their
+        last values."""
+        async with self._queue_read:  # concurrent scrapes wait for one read, then share it
+            if self._queue_read_at_ms is not None and now_ms - self._queue_read_at_ms < QUEUE_READ_INTERVAL_MS:
+                return
+            self._queue_read_at_ms = now_ms
+            try:
+                async with asyncio.timeout(STATS_TIMEOUT_S):
+                    stats = await store.stats()
+            except (StoreUnavailable, TimeoutError) as exc:
+                log.warning("queue gauges not refreshed: %s", exc or "the store did not answer in time")
+                return
         self.pending.set(stats.pending)
         self.dead.set(stats.dead)
         oldest_ms = stats.oldest_due_ms
@@ -122,7 +137,9 @@ def rejection_outcome(error: GatewayError) -> str:
     if isinstance(error, SignatureError):
         return "bad_signature"
     if isinstance(error, PayloadError):
-        return "too_large" if error.status == 413 else "bad_json"
+        return _PAYLOAD_OUTCOMES.get(error.status, "bad_json")
+    if isinstance(error, ClientGone):
+        return "client_gone"
     return "unavailable"
 
 

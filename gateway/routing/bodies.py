@@ -48,6 +48,8 @@ _PLAIN_KEY = re.compile(r"^[A-Za-z_][\w-]*$")
 # A Teams `card:` goes out inside the message envelope Workflows expect.
 _CARD_OPEN = '{"type":"message","attachments":[{"contentType":' + dumps(TEAMS_CARD_CONTENT_TYPE) + ',"content":'
 _CARD_CLOSE = "}]}"
+# Where a render's scope holds the webhook's bytes as received; not an identifier, so no template can name it.
+ORIGINAL_BODY = "original body"
 
 
 def _leaf_expression(template: Template, scope: Scope) -> str:
@@ -189,13 +191,20 @@ class TextBody:
         return utf8(text), _JSON
 
 
-def _payload_json(scope: Scope) -> str:
-    return dumps(scope["payload"])
+class OriginalBody:
+    """No body form: the webhook's bytes exactly as received, so big numbers keep their digits and a receiver
+    can check Missive's signature again."""
+
+    __slots__ = ()
+
+    def render(self, scope: Scope) -> tuple[bytes, str | None]:
+        body: bytes = scope[ORIGINAL_BODY]
+        return body, _JSON
 
 
 def compile_body(
     send: SendConfig, method: str, base_dir: Path, at: str, problems: list[ConfigProblem]
-) -> JsonBody | TextBody:
+) -> JsonBody | TextBody | OriginalBody:
     if send.body is not None:
         items: list[str | _Leaf] = []
         _compile_tree(send.body, f"{at}.body", problems, items)
@@ -220,4 +229,4 @@ def compile_body(
         return TextBody(compile_text(source, path, problems, origin=str(file)), source)
     if method in BODILESS_METHODS:
         return TextBody("")
-    return JsonBody((Part(at, _payload_json),))
+    return OriginalBody()

@@ -40,7 +40,7 @@ def dry_run(
     if not isinstance(payload, dict) or "rule" not in payload:
         return {"source": name, "validation_request": True, "routes": []}
     meta = event or {"id": "evt_dry_run", "source": name, "received_at": time.time()}
-    verdicts = plan(config.routes_for(name), payload, meta, explain=True)
+    verdicts = plan(config.routes_for(name), payload, body, meta, explain=True)
     return {
         "source": name,
         "validation_request": False,

@@ -8,6 +8,8 @@ import orjson
 
 from gateway.errors import PayloadError
 
+MAX_DEPTH = 64  # Missive's payloads nest 5 levels; anything deeper only costs recursion further on
+
 
 def payload_view(payload: Any) -> Any:
     """The payload with `message` always naming the event's message.
@@ -22,10 +24,28 @@ def payload_view(payload: Any) -> Any:
 
 
 def parse_payload(body: bytes) -> Any:
+    """The JSON document in `body`; PayloadError when it is not JSON or nests deeper than MAX_DEPTH."""
     try:
-        return orjson.loads(body)
+        payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise PayloadError(f"body is not valid JSON: {exc.msg} at byte {exc.pos}") from None
+    # A document cannot nest deeper than it has brackets: counting them spares the walk for most payloads.
+    if body.count(b"{") + body.count(b"[") > MAX_DEPTH and _deeper_than(payload, MAX_DEPTH):
+        raise PayloadError(f"body nests JSON deeper than {MAX_DEPTH} levels")
+    return payload
+
+
+def _deeper_than(document: Any, limit: int) -> bool:
+    pending = [(document, 1)] if isinstance(document, dict | list) else []
+    while pending:
+        node, depth = pending.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                pending.append((child, depth + 1))
+    return False
 
 
 def is_validation_request(body: bytes) -> bool:

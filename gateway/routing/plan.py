@@ -50,9 +50,10 @@ def new_id(prefix: str, now_ms: int) -> str:
 
 
 def plan(
-    routes: list[CompiledRoute], payload: Any, event: Mapping[str, Any], explain: bool = False
+    routes: list[CompiledRoute], payload: Any, original: bytes, event: Mapping[str, Any], explain: bool = False
 ) -> list[RouteVerdict]:
-    """Judge every route in order, rendering the requests of those that match.
+    """Judge every route in order, rendering the requests of those that match; `original` is the body `payload`
+    was parsed from.
 
     A route with `continue: false` that matches ends the walk; the routes after it are
     reported as not matched, with the reason when `explain` is set.
@@ -72,7 +73,7 @@ def plan(
                 verdicts.append(RouteVerdict(route.name, False, route.predicate.explain(view), ()))
             continue
         if context is None:
-            context = template_context(payload, event)
+            context = template_context(payload, event, original)
         verdicts.append(RouteVerdict(route.name, True, None, tuple(_render(route, context, event))))
         if route.stop:
             stopped_by = route.name

@@ -9,7 +9,7 @@ Templates are Jinja in an immutable sandbox with `StrictUndefined`. Choices wort
   `Subject: ` when the subject is null), so `datetime` passes None through: null in a
   one-expression leaf, empty in text.
 - Without a body form, GET, HEAD and DELETE send an empty body; other methods send the
-  original payload as JSON.
+  webhook's body byte for byte, as received.
 - Content-Type: a header written in the config (destination or send) wins; otherwise it
   follows the body: JSON for `body` and the payload; for `template`/`template_file`, JSON
   when the rendered text parses as JSON, else text/plain; none for an empty body.
@@ -29,7 +29,7 @@ from gateway.config.presets import request_defaults
 from gateway.config.schema import DestinationConfig, SendConfig
 from gateway.errors import ConfigProblem, RenderError
 from gateway.model import RenderedRequest
-from gateway.routing.bodies import JsonBody, TextBody, compile_body
+from gateway.routing.bodies import ORIGINAL_BODY, JsonBody, OriginalBody, TextBody, compile_body
 from gateway.routing.payload import payload_view
 from gateway.routing.preset_bodies import BodyFinisher, body_finisher, check_send
 from gateway.routing.template_env import ENV, Text, compile_text, render_text
@@ -62,7 +62,7 @@ class RequestTemplate:
         method: str,
         url: Text,
         headers: tuple[tuple[str, Text], ...],
-        body: JsonBody | TextBody,
+        body: JsonBody | TextBody | OriginalBody,
         content_type_set: bool,
         finish: BodyFinisher | None = None,
     ) -> None:
@@ -85,8 +85,9 @@ class RequestTemplate:
         return RenderedRequest(self.method, render_text(self._url, scope), headers, body)
 
 
-def template_context(payload: Any, event: Mapping[str, Any]) -> dict[str, Any]:
-    """The names templates see: the payload's keys (with `message` aliased), `event` and `payload`.
+def template_context(payload: Any, event: Mapping[str, Any], original: bytes) -> dict[str, Any]:
+    """The names templates see: the payload's keys (with `message` aliased), `event` and `payload`; plus the
+    webhook's `original` bytes, which a send without a body form forwards.
 
     `event` and `payload` win over payload keys of the same name (`payload.event` still reaches those).
     """
@@ -94,6 +95,7 @@ def template_context(payload: Any, event: Mapping[str, Any]) -> dict[str, Any]:
     names = dict(view) if isinstance(view, dict) else {}
     names["event"] = event
     names["payload"] = payload
+    names[ORIGINAL_BODY] = original
     return names
 
 

@@ -69,7 +69,8 @@ def _refusal(request: web.Request) -> web.Response | None:
     if token is None:
         return error_response(404, "the admin API is off; set admin.token to turn it on")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode()):
+    given_bytes = given.strip().encode("utf-8", "surrogateescape")  # aiohttp decodes bytes that are not UTF-8 so
+    if scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, token.get_secret_value().encode()):
         return None
     return error_response(
         401, "missing or wrong admin token; send 'Authorization: Bearer <admin.token>'",

@@ -60,8 +60,8 @@ def create_app(
     app.router.add_get("/metrics", handlers.metrics)
     add_admin_routes(app)  # always: it answers 404 while admin.token is unset, and follows reloads
     add_console_routes(app)  # the same
-    if receive:
-        app.router.add_post("/{path:.*}", handlers.ingest)
+    if receive:  # any method, so that a GET on an unknown path is a 404 and on a source's path a 405
+        app.router.add_route("*", "/{path:.*}", handlers.ingest, expect_handler=handlers.expect_continue)
     return app
 
 

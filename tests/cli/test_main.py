@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -162,3 +163,20 @@ def test_dry_run_needs_a_source_when_there_are_several(
     code, _, err = run(capsys, "test", "-c", str(write_config(CONFIG)), str(FIXTURES / "new-comment.json"))
     assert code == 1
     assert "choose one with --source (missive, other)" in err
+
+
+def test_serve_on_a_busy_port_fails_in_one_line_before_opening_the_store(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("storage: {path: data/gateway.db}\nsources: {missive: {}}\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve", "-c", str(config), "--host", "127.0.0.1", "--port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot listen on 127.0.0.1:{port}: Address already in use")
+    assert not (tmp_path / "data").exists()  # the store was never opened

@@ -202,3 +202,19 @@ async def test_health_and_readiness(make_client: MakeClient) -> None:
     assert (await client.get("/healthz")).status == 200
     ready = await client.get("/readyz")
     assert ready.status == 200 and (await ready.json()) == {"status": "ready"}
+
+
+async def test_a_template_failing_at_ingest_is_a_warning_and_a_dead_delivery_in_metrics(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await make_client()
+    body = fixture_bytes("incoming-email-with-labels.json")
+    with caplog.at_level(logging.INFO, logger="gateway.ingest"):
+        assert (await client.post("/hooks/missive", data=body, headers=signed(body))).status == 200
+    dead = [record for record in caplog.records if record.name == "gateway.ingest" and record.levelname == "WARNING"]
+    assert len(dead) == 1
+    line = dead[0].getMessage()
+    assert "route=vip" in line and "destination=crm" in line and "has no attribute 'no_such_field'" in line
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_deliveries_total{destination="crm",outcome="dead"} 1.0' in metrics
+    assert 'gateway_deliveries_total{destination="slack",outcome="dead"} 0.0' in metrics

@@ -114,7 +114,8 @@ async def test_counters_follow_real_traffic(aiohttp_client: MakeClient, write_co
         ]
         await scrape_until(client, lambda samples: attempts_total(samples) >= 9)
         await asyncio.sleep(0.2)  # nothing else is due: a late attempt would show up here
-        after = await scrape(client)
+        # The queue gauges are read from the store once a second at most: wait for a fresh reading.
+        after = await scrape_until(client, lambda samples: value(samples, "gateway_dead_letters") == 5)
 
     assert statuses == [200, 200, 200, 401, 413, 400, 200]
     events = {
@@ -220,3 +221,17 @@ def result_of(status_code: int | None, error: str | None) -> AttemptResult:
 )
 def test_attempt_result_classes(status_code: int | None, error: str | None, expected: str) -> None:
     assert attempt_result(result_of(status_code, error)) == expected
+
+
+async def test_the_queue_is_read_from_the_store_once_a_second_at_most(
+    aiohttp_client: MakeClient, write_config: Callable[[str], Path]
+) -> None:
+    clock = FakeClock()
+    text = config_text(*(refused_url() for _ in range(5)))
+    client = await aiohttp_client(make_app(write_config(text), clock=clock, run_worker=False))
+    assert value(await scrape(client), "gateway_queue_pending") == 0
+    assert await post(client, VIP) == 200
+    scrapes = await asyncio.gather(*(scrape(client) for _ in range(20)))
+    assert {value(samples, "gateway_queue_pending") for samples in scrapes} == {0}  # not read again yet
+    clock.advance(1)
+    assert value(await scrape(client), "gateway_queue_pending") == 5

@@ -126,3 +126,29 @@ async def test_delivered_events_are_pruned_after_the_retention_and_dead_letters_
     dead = await second.app[STORE].list_deliveries(DeliveryFilter(status=DeliveryStatus.DEAD))
     assert [delivery.destination for delivery in dead] == ["crm"]
     assert await second.app[STORE].get_event(event_id) is not None  # kept for its dead letter's replay
+
+
+async def test_a_send_without_a_body_form_forwards_the_bytes_received(
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]], write_config: Callable[[str], Path]
+) -> None:
+    """Not re-serialised: a big integer keeps its digits and the receiver can check Missive's signature again."""
+    async with FakeDestination([200]) as audit:
+        loaded = load_config(write_config(f"""\
+            storage: {{path: gateway.db}}
+            sources:
+              missive: {{secrets: ["{FIXTURE_SECRET}"]}}
+            destinations:
+              audit: {{url: "{audit.url('/audit')}"}}
+            routes:
+              - name: everything
+                send: [{{to: audit}}]
+            """), environ={})
+        client = await aiohttp_client(create_app(ConfigHolder(loaded)))
+        body = b'{ "rule": {"type": "incoming_email"},\n  "conversation": {"id": 123456789012345678901234567890},'
+        body += ' "note": "caf\\u00e9 é" }\n'.encode()
+        signature = sign(FIXTURE_SECRET.encode(), body)
+        response = await client.post("/hooks/missive", data=body, headers={"X-Hook-Signature": signature})
+        assert response.status == 200
+        await wait_for_status(client, DeliveryStatus.DELIVERED, 1)
+    assert audit.received[0].body == body
+    assert sign(FIXTURE_SECRET.encode(), audit.received[0].body) == signature
