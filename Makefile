@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.example.yaml
 
-.PHONY: run test check lint typecheck pytest bench redis clean
+.PHONY: run test check lint typecheck pytest bench redis screenshots clean
 
 $(BIN)/gateway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,7 @@ run: $(BIN)/gateway
 
 test: $(BIN)/gateway
 	scripts/ensure-redis
+	scripts/ensure-chromium
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
@@ -27,6 +28,10 @@ check: $(BIN)/gateway
 
 bench: $(BIN)/gateway
 	$(BIN)/python bench/ingest.py
+
+# The README's pictures of the console: the browser tests, saving their screenshots in docs/console/.
+screenshots: $(BIN)/gateway
+	CONSOLE_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/web/console/test_browser.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache data

@@ -72,14 +72,14 @@ async def replay_dead_letters(request: web.Request, visit: Visit) -> web.StreamR
         ids = tuple(value for value in form.getall("id", []) if isinstance(value, str))
         if not ids:
             raise deliveries.FilterError("tick at least one dead letter to replay, or replay all that match")
-        where = DeliveryFilter(ids=ids, limit=len(ids))
+        where = DeliveryFilter(ids=ids, limit=deliveries.MAX_LIMIT)
     return await _replay(request, visit, where, "/console/dead-letters", "dead letters")
 
 
 async def replay_delivery(request: web.Request, visit: Visit) -> web.StreamResponse:
     delivery_id = request.match_info["id"]
     delivery, _ = await deliveries.delivery_detail(request.app[STORE], delivery_id)
-    where = DeliveryFilter(ids=(delivery_id,), limit=1)
+    where = DeliveryFilter(ids=(delivery_id,), limit=deliveries.MAX_LIMIT)
     return await _replay(request, visit, where, f"/console/events/{delivery.event_id}", "the event")
 
 

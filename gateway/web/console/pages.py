@@ -45,8 +45,17 @@ def trace(loaded: LoadedConfig, event: StoredEvent) -> dict[str, Any]:
 async def config_page(request: web.Request, visit: Visit) -> web.StreamResponse:
     holder = request.app[CONFIG]
     document = config_document(visit.loaded)
-    text = yaml.safe_dump(document["config"], sort_keys=False, allow_unicode=True, width=100)
+    text = yaml.safe_dump(_without_nulls(document["config"]), sort_keys=False, allow_unicode=True, width=100)
     return visit.page(
         "config.html", nav="config", file=document["file"], text=text, loaded_at_ms=holder.active.loaded_at_ms,
         rejected=holder.last_rejected,
     )
+
+
+def _without_nulls(value: Any) -> Any:
+    """The document without the settings left unset, so what was configured stands out."""
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value

@@ -62,7 +62,7 @@ async def test_replaying_ticked_dead_letters_shows_each_result(console: Start) -
     response = await gateway.post("/console/dead-letters/replay", [("id", dead[0].id), ("rerender", "0")])
     page = await response.text()
     assert response.status == 200
-    assert '<span class="status status-delivered">1 queued</span>' in page
+    assert '<span class="status status-delivered">1 queued</span>' in page and "more may match" not in page
     assert re.search(rf"<code>{dead[0].id}</code>.*?>queued</span>", page, re.DOTALL)
     pending = await gateway.app[STORE].list_deliveries(DeliveryFilter(status=DeliveryStatus.PENDING))
     assert [delivery.id for delivery in pending] == [dead[0].id]
@@ -96,7 +96,7 @@ async def test_a_dead_letter_replayed_from_its_event_page_is_delivered(console: 
         assert "1 queued" in await replayed.text()
         await wait_for_status(gateway.client, DeliveryStatus.DELIVERED, 1)
     page = await gateway.page(f"/console/events/{event_id}")
-    assert "status-delivered" in page and "<td>400</td>" in page and "<td>200</td>" in page
+    assert "status-delivered" in page and '"Status">400</td>' in page and '"Status">200</td>' in page
     assert [request.body for request in crm.received] == [crm.received[0].body] * 2
 
 
