@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jsonpath_ng import Child, Fields, Index, JSONPath, Root, Wildcard
+from jsonpath_ng.ext.parser import ExtendedJsonPathLexer
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 
 Getter = Callable[[Any], list[Any]]
@@ -35,7 +36,16 @@ def compile_path(expr: str) -> Getter:
     if not text.startswith("$"):
         raise ValueError(f"JSONPath {expr!r} does not start with '$'")
     parsed = _parse(expr)
+    if _has_regex_filter(expr):
+        raise ValueError(
+            f"JSONPath {expr!r} filters with a regular expression (=~), which would run in Python's backtracking "
+            "engine: select the values with the path and test them with 'matches' (RE2, linear time)"
+        )
     return _fast_getter(parsed) or _jsonpath_getter(parsed)
+
+
+def _has_regex_filter(expr: str) -> bool:
+    return any(token.type == "FILTER_OP" and token.value == "=~" for token in ExtendedJsonPathLexer().tokenize(expr))
 
 
 def _parse(expr: str) -> JSONPath:

@@ -180,3 +180,20 @@ def test_serve_on_a_busy_port_fails_in_one_line_before_opening_the_store(tmp_pat
     lines = [line for line in done.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot listen on 127.0.0.1:{port}: Address already in use")
     assert not (tmp_path / "data").exists()  # the store was never opened
+
+
+def test_a_pathological_regex_cannot_stall_the_process(tmp_path: Path) -> None:
+    """`^(a+)+$` on 36 a's and a '!' takes a backtracking engine minutes; conditions run in RE2 (linear time)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "sources: {missive: {}}\ndestinations: {crm: {url: 'http://127.0.0.1:9/'}}\n"
+        "routes: [{name: r, when: {path: $.message.subject, matches: '^(a+)+$'}, send: [{to: crm}]}]\n"
+    )
+    payload = tmp_path / "payload.json"
+    payload.write_text(json.dumps({"rule": {"type": "incoming_email"}, "message": {"subject": "a" * 36 + "!"}}))
+    done = subprocess.run(  # a stall shows as TimeoutExpired, long before the minutes it would take
+        [sys.executable, "-m", "gateway", "test", "-c", str(config), str(payload), "--json"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["routes"][0]["matched"] is False

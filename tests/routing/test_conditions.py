@@ -404,9 +404,27 @@ def test_explain_is_none_when_the_condition_holds() -> None:
         pytest.param(
             {"path": "$.s", "matches": "(unclosed"},
             "routes[2].when.matches",
-            "invalid regular expression '(unclosed': missing ), unterminated subpattern at position 0",
+            "invalid regular expression '(unclosed': missing ): (unclosed (RE2 syntax: no lookaround, no "
+            "backreferences)",
             None,
             id="bad-regex",
+        ),
+        pytest.param(
+            {"path": "$.s", "matches": "(?<!no-reply)@"},
+            "routes[2].when.matches",
+            "invalid regular expression '(?<!no-reply)@': invalid perl operator: (?<! (RE2 syntax: no lookaround, no "
+            "backreferences)",
+            None,
+            id="lookaround-is-not-re2",
+        ),
+        pytest.param(
+            {"path": '$.labels[?(@.name =~ "^(a+)+$")]', "exists": True},
+            "routes[2].when.path",
+            "JSONPath '$.labels[?(@.name =~ \"^(a+)+$\")]' filters with a regular expression (=~), which would run "
+            "in Python's backtracking engine: select the values with the path and test them with 'matches' (RE2, "
+            "linear time)",
+            None,
+            id="regex-filter-in-a-path",
         ),
         pytest.param(
             {"path": "$.s", "in": None},
