@@ -22,6 +22,31 @@ FIXTURES = ROOT / "tests" / "fixtures" / "missive"
 PYTHON = sys.executable
 
 
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system, all threads) used so far by a process and its children still running.
+
+    NaN where /proc is missing. Children count so that `serve --processes N` is measured whole.
+    """
+    total = 0.0
+    for each in (pid, *_children(pid)):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            if each == pid:
+                return float("nan")
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        direct = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return [grandchild for child in direct for grandchild in (child, *_children(child))]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from common import FIXTURES, PYTHON, ROOT, free_port, pinned, running
+from common import FIXTURES, PYTHON, ROOT, cpu_s, free_port, pinned, running
 
 from gateway.ingest.signature import sign
 
@@ -160,15 +160,6 @@ def percentile(values: list[float], fraction: float) -> float:
     if len(values) < 2:
         return float("nan")
     return statistics.quantiles(values, n=100, method="inclusive")[round(fraction * 100) - 1]
-
-
-def cpu_s(pid: int) -> float:
-    """CPU time (user + system, all threads) a process has used so far; NaN where /proc is missing."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(

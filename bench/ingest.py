@@ -13,10 +13,13 @@ request, logging at warning.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sqlite3
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from common import FIXTURES, PYTHON, ROOT, free_port, pinned, running, wrk, wrk_post_script
+from common import FIXTURES, PYTHON, ROOT, WrkResult, cpu_s, free_port, pinned, running, wrk, wrk_post_script
 
 from gateway.ingest.signature import sign
 
@@ -68,6 +71,35 @@ routes:
 """
 
 
+@dataclass(frozen=True)
+class Row:
+    load: WrkResult
+    one_connection: WrkResult
+    cpu_us_per_request: float
+    stored_bytes_per_event: float
+
+
+def measure(command: list[str], url: str, lua: Path, seconds: int, connections: int, db: Path | None) -> Row:
+    port = url.split(":")[2].split("/")[0]
+    with running(pinned(0, [*command, port]), f"http://127.0.0.1:{port}/healthz") as server:
+        wrk(url, lua, 2, connections, core=1)  # warm-up
+        cpu_before_s = cpu_s(server.pid)
+        load = wrk(url, lua, seconds, connections, core=1)
+        cpu_used_s = cpu_s(server.pid) - cpu_before_s
+        one_connection = wrk(url, lua, max(2, seconds // 3), 1, core=1)
+    return Row(load, one_connection, cpu_used_s / (load.requests_per_s * seconds) * 1e6, _bytes_per_event(db))
+
+
+def _bytes_per_event(db: Path | None) -> float:
+    """The store file's size per stored event, after the server has stopped (and checkpointed its WAL)."""
+    if db is None or not db.exists():
+        return float("nan")
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        (events,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    size = sum(path.stat().st_size for path in db.parent.glob(db.name + "*"))
+    return size / events if events else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
@@ -81,27 +113,26 @@ def main() -> None:
         lua = wrk_post_script(work / "post.lua", body, {
             "Content-Type": "application/json", "X-Hook-Signature": sign(SECRET.encode(), body),
         })
-        results = {}
-        for name, command in {
-            "bare aiohttp handler": [PYTHON, str(ROOT / "bench" / "bare_server.py")],
-            "gateway, 1 route": [PYTHON, "-m", "gateway", "serve", "-c", str(work / "minimal.yaml"),
-                                 "--no-worker", "--log-level", "warning", "--port"],
-            "gateway ingest": [PYTHON, "-m", "gateway", "serve", "-c", str(work / "config.yaml"),
-                               "--no-worker", "--port"],
-        }.items():
-            port = free_port()
-            health = f"http://127.0.0.1:{port}/healthz"
-            with running(pinned(0, [*command, str(port)]), health):
-                url = f"http://127.0.0.1:{port}/hooks/missive"
-                wrk(url, lua, 2, args.connections, core=1)  # warm-up
-                results[name] = wrk(url, lua, args.seconds, args.connections, core=1)
-    base = results["bare aiohttp handler"]
-    print(f"{'server':<24}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
-    for name, result in results.items():
-        print(f"{name:<24}{result.requests_per_s:>10.0f}{result.p50_ms:>10.2f}{result.p99_ms:>10.2f}"
-              f"{result.non_2xx:>10}")
-    for name in ("gateway, 1 route", "gateway ingest"):
-        print(f"ratio {name} / bare: {results[name].requests_per_s / base.requests_per_s:.2f}")
+        gateway = [PYTHON, "-m", "gateway", "serve", "--no-worker"]
+        setups: dict[str, tuple[list[str], Path | None]] = {
+            "bare aiohttp handler": ([PYTHON, str(ROOT / "bench" / "bare_server.py")], None),
+            "gateway, 1 route": (
+                [*gateway, "-c", str(work / "minimal.yaml"), "--log-level", "warning", "--port"], work / "minimal.db"
+            ),
+            "gateway ingest": ([*gateway, "-c", str(work / "config.yaml"), "--port"], work / "gateway.db"),
+        }
+        rows = {
+            name: measure(command, f"http://127.0.0.1:{free_port()}/hooks/missive", lua, args.seconds,
+                          args.connections, db)
+            for name, (command, db) in setups.items()
+        }
+    base = rows["bare aiohttp handler"].load.requests_per_s
+    print(f"{'server':<24}{'req/s':>9}{'ratio':>7}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}"
+          f"{'1 conn p50':>11}{'CPU us/req':>11}{'bytes/event':>12}")
+    for name, row in rows.items():
+        print(f"{name:<24}{row.load.requests_per_s:>9.0f}{row.load.requests_per_s / base:>7.2f}"
+              f"{row.load.p50_ms:>8.2f}{row.load.p99_ms:>8.2f}{row.load.non_2xx:>8}"
+              f"{row.one_connection.p50_ms:>11.2f}{row.cpu_us_per_request:>11.0f}{row.stored_bytes_per_event:>12.0f}")
 
 
 if __name__ == "__main__":

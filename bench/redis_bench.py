@@ -40,7 +40,7 @@ from pathlib import Path
 import aiohttp
 import e2e
 import ingest
-from common import FIXTURES, PYTHON, ROOT, WrkResult, free_port, pinned, running, wrk, wrk_post_script
+from common import FIXTURES, PYTHON, ROOT, WrkResult, cpu_s, free_port, pinned, running, wrk, wrk_post_script
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -83,7 +83,7 @@ class Replicas:
         return [f"http://127.0.0.1:{port}/hooks/missive" for port in self.ports]
 
     def cpu_s(self) -> float:
-        return sum(e2e.cpu_s(pid) for pid in self.pids)
+        return sum(cpu_s(pid) for pid in self.pids)
 
 
 @contextlib.contextmanager
