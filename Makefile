@@ -1,7 +1,9 @@
 # The targets people and CI both call. `make run` and `make test` work on a fresh machine
-# with Python 3.11 and make: they build .venv first.
+# with Python 3.11+ and make: they build .venv first.
+# Another Python gets a venv of its own: `make test PYTHON=python3.13` builds and uses .venv-python3.13
+# (or name it: `make test PYTHON=python3.12 VENV=.venv312`).
 PYTHON ?= python3
-VENV ?= .venv
+VENV ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 BIN := $(VENV)/bin
 CONFIG ?= config.example.yaml
 

@@ -62,11 +62,13 @@ _FINISH = (
     "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at_ms = coalesce(?, next_attempt_at_ms), "
     "updated_at_ms = ?, last_error = ?, lease_token = NULL WHERE id = ? AND lease_token = ? AND status = 'pending'"
 )
-_REQUEUE = (  # ?3..?6 replace the request when given; a delivery left without one stays dead
-    "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = ?1, updated_at_ms = ?1, "
-    "lease_token = NULL, method = coalesce(?3, method), url = coalesce(?4, url), headers = coalesce(?5, headers), "
-    "body = coalesce(?6, body) WHERE id = ?2 AND status != 'pending' AND coalesce(?3, method) IS NOT NULL"
+_REQUEUE = (  # the four coalesce() arguments replace the request when given; a delivery left without one stays dead
+    # Plain `?` placeholders: Python 3.12.0-3.12.3 wrongly warn about numbered ones (`?1`) bound from a sequence.
+    "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = ?, updated_at_ms = ?, "
+    "lease_token = NULL, method = coalesce(?, method), url = coalesce(?, url), headers = coalesce(?, headers), "
+    "body = coalesce(?, body) WHERE id = ? AND status != 'pending' AND coalesce(?, method) IS NOT NULL"
 )
+
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -232,7 +234,7 @@ def _requeue(
     for delivery_id in delivery_ids:
         request = requests.get(delivery_id)
         replacement = (None,) * 4 if request is None else _request_columns(request)
-        rows.append((now_ms, delivery_id, *replacement))
+        rows.append((now_ms, now_ms, *replacement, delivery_id, replacement[0]))
     return conn.executemany(_REQUEUE, rows).rowcount
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,8 @@ async def test_event_is_durable_when_the_answer_arrives(make_client: MakeClient,
     body = fixture_bytes("new-comment.json")
     response = await client.post("/hooks/missive", data=body, headers=signed(body))
     event_id = (await response.json())["event_id"]
-    with sqlite3.connect(tmp_path / "gateway.db") as other_reader:
+    # closing(): a connection's own `with` ends a transaction but leaves the connection open.
+    with closing(sqlite3.connect(tmp_path / "gateway.db")) as other_reader:
         rows = other_reader.execute("SELECT count(*) FROM events WHERE id = ?", (event_id,)).fetchone()
     assert rows == (1,)
 

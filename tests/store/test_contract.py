@@ -12,6 +12,7 @@ import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -560,10 +561,9 @@ async def test_sqlite_close_commits_writes_queued_before_it(tmp_path: Path) -> N
 
 
 def read_pragmas(path: Path) -> tuple[str, int]:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:
         (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
         (version,) = conn.execute("SELECT version FROM schema_version").fetchone()
-    conn.close()
     return mode, version
 
 
@@ -577,9 +577,8 @@ async def test_sqlite_open_creates_directories_and_a_wal_database(tmp_path: Path
 
 
 def set_schema_version(path: Path, version: int) -> None:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("UPDATE schema_version SET version = ?", (version,))
-    conn.close()
 
 
 async def test_sqlite_refuses_a_database_from_a_newer_gateway(tmp_path: Path) -> None:
