@@ -4,6 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
+
+SUBJECT_CHARS = 500
+
+# Where an event's lookup facts are found in a Missive payload: the first string found wins.
+# Ingest reads them (`event_facts`), and the stores fill them in for events stored before they were kept.
+FACT_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "conversation_id": (("conversation", "id"),),
+    "subject": (
+        ("conversation", "subject"), ("conversation", "latest_message_subject"), ("message", "subject"),
+        ("latest_message", "subject"),
+    ),
+    "sender": (
+        ("message", "from_field", "address"), ("latest_message", "from_field", "address"),
+        ("comment", "author", "email"),
+    ),
+    "rule_type": (("rule", "type"),),
+}  # fmt: skip
 
 
 class DeliveryStatus(StrEnum):
@@ -25,6 +43,34 @@ class RenderedRequest:
 
 
 @dataclass(frozen=True)
+class EventFacts:
+    """What an event is looked up by: its conversation, subject, sender address (lower case) and rule type."""
+
+    conversation_id: str | None = None
+    subject: str | None = None
+    sender: str | None = None
+    rule_type: str | None = None
+
+
+def event_facts(payload: Any) -> EventFacts:
+    """The lookup facts of a parsed payload (see FACT_PATHS); the subject is cut at SUBJECT_CHARS."""
+    found: dict[str, str] = {}
+    for name, paths in FACT_PATHS.items():
+        for path in paths:
+            value = payload
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            if isinstance(value, str) and value:
+                found[name] = value
+                break
+    if "subject" in found:
+        found["subject"] = found["subject"][:SUBJECT_CHARS]
+    if "sender" in found:
+        found["sender"] = found["sender"].lower()
+    return EventFacts(**found)
+
+
+@dataclass(frozen=True)
 class NewEvent:
     """An accepted webhook, as it goes into the store."""
 
@@ -33,6 +79,7 @@ class NewEvent:
     received_at_ms: int
     body: bytes
     dedupe_key: str
+    facts: EventFacts = EventFacts()
 
 
 @dataclass(frozen=True)
@@ -126,3 +173,76 @@ class QueueStats:
     dead: int
     oldest_due_ms: int | None
     by_destination: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """Which events to look up, newest first; None means "any".
+
+    `text` finds a conversation id, subject or sender containing it; `subject` a subject containing it (both in
+    any case); `sender` is a whole address in any case. `route`, `destination` and `status` hold when one of the
+    event's deliveries has all three. `cursor` continues after the last event of a page (`EventPage.next_cursor`).
+    """
+
+    text: str | None = None
+    conversation_id: str | None = None
+    sender: str | None = None
+    subject: str | None = None
+    rule_type: str | None = None
+    source: str | None = None
+    route: str | None = None
+    destination: str | None = None
+    status: DeliveryStatus | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+    cursor: EventCursor | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, order=True)
+class EventCursor:
+    """A place in the newest-first order of events; as text, `<received_at_ms>:<event id>`."""
+
+    received_at_ms: int
+    event_id: str
+
+    def __str__(self) -> str:
+        return f"{self.received_at_ms}:{self.event_id}"
+
+    @classmethod
+    def parse(cls, text: str) -> EventCursor:
+        """Raises ValueError when `text` is not a cursor a page gave."""
+        at, sep, event_id = text.partition(":")
+        if not sep or not at.isdigit() or not event_id:
+            raise ValueError(f"{text!r} is not a cursor; pass back the next_cursor of the previous page")
+        return cls(int(at), event_id)
+
+
+@dataclass(frozen=True)
+class DeliveryBrief:
+    """A delivery as an event lookup shows it: where it went and how it stands."""
+
+    id: str
+    route: str
+    destination: str
+    status: DeliveryStatus
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class EventSummary:
+    id: str
+    source: str
+    received_at_ms: int
+    facts: EventFacts
+    deliveries: tuple[DeliveryBrief, ...]
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """One page of a lookup; `next_cursor` is None on the last page."""
+
+    events: list[EventSummary]
+    next_cursor: EventCursor | None

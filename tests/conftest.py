@@ -1,12 +1,15 @@
-"""Fixtures shared by the whole suite: payload fixtures, config files, signing."""
+"""Fixtures shared by the whole suite: payload fixtures, config files, signing, a Redis server, storage."""
 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
+
+from tests.redis_server import RedisServer, running_server
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "missive"
 FIXTURE_SECRET = "fixture-secret-do-not-use"
@@ -27,3 +30,23 @@ def write_config(tmp_path: Path) -> Callable[[str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session; tests keep apart by key prefix, or flush it (`storage`)."""
+    yield from running_server(tmp_path_factory.mktemp("redis"))
+
+
+@pytest.fixture(params=[pytest.param("sqlite", id="sqlite"), pytest.param("redis", id="redis")])
+async def storage(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A config's `storage` line, for each backend: a SQLite file next to the config, or the session's Redis
+    server with its keys flushed first (the gateway's own prefix is fixed)."""
+    if request.param == "sqlite":
+        yield "storage: {path: gateway.db}"
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    client = Redis.from_url(server.url)
+    await client.flushdb()
+    await client.aclose()
+    yield f'storage: {{backend: redis, url: "{server.url}"}}'

@@ -7,7 +7,7 @@ from typing import Any
 
 from gateway.delivery.dead_letters import ReplayOutcome
 
-_ERROR_CHARS = 60
+ERROR_CHARS = 60
 
 
 def format_deliveries(listed: dict[str, Any]) -> str:
@@ -15,11 +15,11 @@ def format_deliveries(listed: dict[str, Any]) -> str:
     rows = [
         [
             doc["id"], doc["status"], f"{doc['attempts']}/{doc['max_attempts']}", doc["route"], doc["destination"],
-            _time(doc["created_at_ms"]), _short(doc["last_error"] or ""),
+            timestamp(doc["created_at_ms"]), short(doc["last_error"] or ""),
         ]
         for doc in documents
     ]
-    lines = _table(["ID", "STATUS", "ATTEMPTS", "ROUTE", "DESTINATION", "CREATED", "LAST ERROR"], rows)
+    lines = table(["ID", "STATUS", "ATTEMPTS", "ROUTE", "DESTINATION", "CREATED", "LAST ERROR"], rows)
     more = "; the limit was reached, narrow the filters or raise --limit" if listed["count"] >= listed["limit"] else ""
     count = f"{len(documents)} {'delivery' if len(documents) == 1 else 'deliveries'}"
     return "\n".join([*lines, count + more])
@@ -29,7 +29,7 @@ def format_delivery(doc: dict[str, Any]) -> str:
     lines = [
         f"delivery {doc['id']} ({doc['status']}, {doc['attempts']}/{doc['max_attempts']} attempts)",
         f"  event: {doc['event_id']}   route: {doc['route']}   destination: {doc['destination']}",
-        f"  created: {_time(doc['created_at_ms'])}   updated: {_time(doc['updated_at_ms'])}",
+        f"  created: {timestamp(doc['created_at_ms'])}   updated: {timestamp(doc['updated_at_ms'])}",
     ]
     if doc["last_error"]:
         lines.append(f"  last error: {doc['last_error']}")
@@ -41,11 +41,11 @@ def format_delivery(doc: dict[str, Any]) -> str:
         lines.extend(f"    {name}: {value}" for name, value in request["headers"].items())
         lines.extend(f"    {line}" for line in request["body"].splitlines())
     rows = [
-        [str(a["number"]), _time(a["started_at_ms"]), f"{a['elapsed_ms']:.0f}", str(a["status_code"] or "-"),
-         _short(a["error"] or a["response_excerpt"] or "")]
+        [str(a["number"]), timestamp(a["started_at_ms"]), f"{a['elapsed_ms']:.0f}", str(a["status_code"] or "-"),
+         short(a["error"] or a["response_excerpt"] or "")]
         for a in doc.get("attempt_log", [])
     ]  # fmt: skip
-    lines += ["attempts:", *(f"  {line}" for line in _table(["#", "STARTED", "MS", "STATUS", "ERROR"], rows))]
+    lines += ["attempts:", *(f"  {line}" for line in table(["#", "STARTED", "MS", "STATUS", "ERROR"], rows))]
     return "\n".join(lines)
 
 
@@ -57,7 +57,7 @@ def format_replay(doc: dict[str, Any]) -> str:
     if not rows:
         return "nothing to replay: no delivery matches"
     summary = ", ".join(f"{doc[outcome.value]} {outcome.value}" for outcome in ReplayOutcome)
-    lines = [*_table(["OUTCOME", "ID", "ROUTE → DESTINATION", "REASON"], rows), summary]
+    lines = [*table(["OUTCOME", "ID", "ROUTE → DESTINATION", "REASON"], rows), summary]
     if doc["more"]:
         lines.append("the limit was reached: run the replay again for the rest")
     if doc[ReplayOutcome.QUEUED.value]:
@@ -65,7 +65,7 @@ def format_replay(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
     if not rows:
         return []
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
@@ -73,10 +73,11 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             for row in [header, *rows]]  # fmt: skip
 
 
-def _time(at_ms: int) -> str:
+def timestamp(at_ms: int) -> str:
     return datetime.fromtimestamp(at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _short(text: str) -> str:
+def short(text: str, chars: int = ERROR_CHARS) -> str:
+    """`text` on one line, cut to `chars` with an ellipsis."""
     line = " ".join(text.split())
-    return line if len(line) <= _ERROR_CHARS else line[: _ERROR_CHARS - 1] + "…"
+    return line if len(line) <= chars else line[: chars - 1] + "…"

@@ -182,6 +182,27 @@ def _add_delivery_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     )
     replay.set_defaults(run=_replay)
 
+    events = sub.add_parser("events", help="look events up by conversation, sender, subject, type...")
+    _config_arg(events)
+    for option, meaning in (
+        ("--conversation", "only this conversation's events (its id)"),
+        ("--from", "only events from this sender address (any case)"),
+        ("--subject", "only events whose subject contains this (any case)"),
+        ("--q", "only events whose conversation id, subject or sender contains this"),
+        ("--type", "only events of this rule type, e.g. label_change"),
+        ("--source", "only events of this source"),
+        ("--route", "only events with a delivery made by this route"),
+        ("--destination", "only events with a delivery to this destination"),
+        ("--status", "only events with a delivery in this status: pending, delivered or dead"),
+        ("--since", "only events received within this long (1h, 7d) or since this time (2026-03-01T12:00:00Z)"),
+        ("--until", "only events received before this long ago, or before this time"),
+        ("--cursor", "continue after the last event a previous page listed"),
+        ("--limit", "at most this many events, newest first (default 50)"),
+    ):
+        events.add_argument(option, dest=option.removeprefix("--"), help=meaning)
+    events.add_argument("--json", action="store_true", help="print one JSON object")
+    events.set_defaults(run=_events)
+
 
 def _filter_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--route", help="only this route's deliveries")
@@ -220,16 +241,37 @@ def _deliveries(args: argparse.Namespace) -> int:
     return 0
 
 
+def _events(args: argparse.Namespace) -> int:
+    from gateway.cli.events_text import format_events
+    from gateway.clock import SystemClock
+    from gateway.delivery import event_lookup
+    from gateway.delivery.dead_letters import opened_store
+
+    loaded = load_config(args.config)
+    remember_secrets(loaded)
+    fields = {name: getattr(args, name) for name in event_lookup.EVENT_FILTERS}
+    query = event_lookup.parse_event_query(fields, SystemClock().now_ms())
+
+    async def find() -> dict[str, Any]:
+        async with opened_store(loaded) as store:
+            return event_lookup.events_document(await store.find_events(query), query, loaded.masker)
+
+    document = asyncio.run(find())
+    print(json.dumps(document, indent=2, ensure_ascii=False) if args.json else format_events(document))
+    return 0
+
+
 def _replay(args: argparse.Namespace) -> int:
     from gateway.cli import deliveries_text as text
     from gateway.clock import SystemClock
     from gateway.delivery import dead_letters as service
+    from gateway.delivery.filters import MAX_LIMIT
 
     loaded = load_config(args.config)
     remember_secrets(loaded)
     now_ms = SystemClock().now_ms()
     if args.id:
-        where = service.parse_filter(_filter_fields(args), now_ms, service.MAX_LIMIT, ids=tuple(args.id))
+        where = service.parse_filter(_filter_fields(args), now_ms, MAX_LIMIT, ids=tuple(args.id))
     else:
         where = service.replay_filter(_filter_fields(args), now_ms)
 

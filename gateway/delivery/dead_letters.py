@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from gateway.config.units import parse_duration
+from gateway.delivery import filters
+from gateway.delivery.filters import MAX_LIMIT
 from gateway.errors import GatewayError, PayloadError
 from gateway.mask import Masker
 from gateway.model import Attempt, Delivery, DeliveryFilter, DeliveryStatus, RenderedRequest, StoredEvent
@@ -26,16 +27,11 @@ from gateway.store.factory import make_store
 FILTER_FIELDS = ("status", "route", "destination", "since", "event_id", "limit")
 LIST_LIMIT = 100
 REPLAY_LIMIT = 1000
-MAX_LIMIT = 10_000
 LIST_BODY_CHARS = 200
 DETAIL_BODY_CHARS = 4000
 # Deliveries re-queued at once: each is its own store write (grouped into one commit by SQLite),
 # and a Redis connection pool opens a connection per concurrent call.
 _REPLAY_CONCURRENCY = 16
-
-
-class FilterError(GatewayError):
-    """A filter value is not acceptable (unknown status, bad duration...)."""
 
 
 class NotFound(GatewayError):
@@ -85,18 +81,15 @@ def parse_filter(
     fields: Mapping[str, object], now_ms: int, default_limit: int = LIST_LIMIT, ids: tuple[str, ...] | None = None
 ) -> DeliveryFilter:
     """A DeliveryFilter from raw values (query parameters, a JSON body, CLI options); None means "any"."""
-    unknown = sorted(set(fields) - set(FILTER_FIELDS))
-    if unknown:
-        raise FilterError(f"unknown filter '{unknown[0]}'; filters are: {', '.join(FILTER_FIELDS)}")
-    text = {name: _text(name, value) for name, value in fields.items() if value is not None}
+    text = filters.texts(fields, FILTER_FIELDS)
     return DeliveryFilter(
-        status=_status(text["status"]) if "status" in text else None,
+        status=filters.status(text["status"]) if "status" in text else None,
         route=text.get("route"),
         destination=text.get("destination"),
         event_id=text.get("event_id"),
-        since_ms=now_ms - _since_ms(text["since"]) if "since" in text else None,
+        since_ms=filters.moment_ms("since", text["since"], now_ms) if "since" in text else None,
         ids=ids,
-        limit=_limit(text["limit"]) if "limit" in text else default_limit,
+        limit=filters.limit(text["limit"]) if "limit" in text else default_limit,
     )
 
 
@@ -104,37 +97,10 @@ def replay_filter(fields: Mapping[str, object], now_ms: int) -> DeliveryFilter:
     """The filter of a replay by filter: it must name a status, dead (or delivered, to send again)."""
     where = parse_filter(fields, now_ms, default_limit=REPLAY_LIMIT)
     if where.status not in (DeliveryStatus.DEAD, DeliveryStatus.DELIVERED):
-        raise FilterError(
+        raise filters.FilterError(
             "replay by filter needs status dead (or delivered, to send again); pending deliveries are queued already"
         )
     return where
-
-
-def _text(name: str, value: object) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise FilterError(f"filter '{name}' must be a string, not {type(value).__name__}")
-    return str(value)
-
-
-def _status(value: str) -> DeliveryStatus:
-    try:
-        return DeliveryStatus(value)
-    except ValueError:
-        choices = ", ".join(status.value for status in DeliveryStatus)
-        raise FilterError(f"unknown status '{value}'; use one of {choices}") from None
-
-
-def _since_ms(value: str) -> int:
-    try:
-        return round(parse_duration(value) * 1000)
-    except ValueError as exc:
-        raise FilterError(f"since: {exc}") from None
-
-
-def _limit(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
-        raise FilterError(f"limit {value!r} must be a whole number from 1 to {MAX_LIMIT}")
-    return int(value)
 
 
 async def find_deliveries(store: Store, where: DeliveryFilter) -> list[Delivery]:

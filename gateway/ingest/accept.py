@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from gateway.ingest.signature import verify
-from gateway.model import IngestResult, NewDelivery, NewEvent
+from gateway.model import IngestResult, NewDelivery, NewEvent, event_facts
 from gateway.routing.compiled import LoadedConfig
 from gateway.routing.payload import is_validation_request, parse_payload
 from gateway.routing.plan import new_id, plan, to_deliveries
@@ -41,7 +41,7 @@ async def accept(
     event_meta = {"id": event_id, "source": source, "received_at": now_ms / 1000}
     verdicts = plan(config.routes_for(source), payload, body, event_meta)
     deliveries = to_deliveries(verdicts, now_ms)
-    event = NewEvent(event_id, source, now_ms, body, hashlib.sha256(body).hexdigest())
+    event = NewEvent(event_id, source, now_ms, body, hashlib.sha256(body).hexdigest(), event_facts(payload))
     result = await store.ingest(event, deliveries, int(source_config.dedupe_window * 1000))
     matched = tuple(verdict.route for verdict in verdicts)
     if result.duplicate:

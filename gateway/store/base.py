@@ -14,6 +14,8 @@ from gateway.model import (
     AttemptResult,
     Delivery,
     DeliveryFilter,
+    EventPage,
+    EventQuery,
     IngestResult,
     NewDelivery,
     NewEvent,
@@ -82,6 +84,14 @@ class Store(ABC):
     @abstractmethod
     async def list_deliveries(self, where: DeliveryFilter) -> list[Delivery]:
         """Deliveries matching the filter, newest first, at most `where.limit`."""
+
+    @abstractmethod
+    async def find_events(self, query: EventQuery) -> EventPage:
+        """Events matching every filter of `query`, newest first (by receive time, then id), at most `query.limit`.
+
+        Each comes with its deliveries (by creation time, then id); `next_cursor` continues after the last
+        one when more match.
+        """
 
     @abstractmethod
     async def requeue(

@@ -3,7 +3,9 @@
 Every write is one Lua script, so it is atomic: a replica that dies mid-call leaves all of
 the write or none of it. Keys (all under a prefix, default `gw:`):
 
-    event:<id>                  hash: id, source, received_at_ms, body, dedupe_key
+    event:<id>                  hash: id, source, received_at_ms, body, dedupe_key, and its facts
+                                (conversation_id, subject, sender, rule_type) when known
+    events, events:<fact>:<v>   zsets of event ids by received_at_ms, for lookups (`gateway.store.redis_events`)
     event_deliveries:<id>       set of the event's delivery ids
     bare                        zset of events without deliveries, by received_at_ms (pruned by age)
     delivery:<id>               hash: the Delivery's fields (absent field = None)
@@ -46,6 +48,8 @@ from gateway.model import (
     Delivery,
     DeliveryFilter,
     DeliveryStatus,
+    EventPage,
+    EventQuery,
     IngestResult,
     NewDelivery,
     NewEvent,
@@ -55,10 +59,11 @@ from gateway.model import (
 )
 from gateway.store import redis_scripts as lua
 from gateway.store.base import Store
+from gateway.store.redis_events import fact_fields, find_events, index_old_events
 
 log = logging.getLogger("gateway.store")
 
-DATA_VERSION = 1
+DATA_VERSION = 2
 TIMEOUT_S = 5.0
 MAX_CONNECTIONS = 32
 _PRUNE_CHUNK = 500
@@ -94,10 +99,11 @@ class _Scripts:
     requeue: AsyncScript
     prune: AsyncScript
     stats: AsyncScript
+    find: AsyncScript
 
     @classmethod
     def on(cls, client: Redis) -> _Scripts:
-        sources = (lua.INGEST, lua.CLAIM, lua.FINISH, lua.REQUEUE, lua.PRUNE, lua.STATS)
+        sources = (lua.INGEST, lua.CLAIM, lua.FINISH, lua.REQUEUE, lua.PRUNE, lua.STATS, lua.FIND)
         return cls(*(client.register_script(source) for source in sources))
 
 
@@ -127,6 +133,9 @@ class RedisStore(Store):
                 await client.set(self._key("version"), DATA_VERSION, nx=True)
                 version = int(cast(bytes, await client.get(self._key("version"))))
                 await _warn_unless_durable(client)
+                if version == 1:
+                    await index_old_events(client, self.prefix)
+                    await client.set(self._key("version"), DATA_VERSION)
             if version > DATA_VERSION:
                 known = DATA_VERSION
                 raise StoreUnavailable(f"Redis data version {version} is newer than this gateway knows ({known})")
@@ -151,7 +160,7 @@ class RedisStore(Store):
     async def ingest(self, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int) -> IngestResult:
         event_fields = {
             "id": event.id, "source": event.source, "received_at_ms": event.received_at_ms, "body": event.body,
-            "dedupe_key": event.dedupe_key,
+            "dedupe_key": event.dedupe_key, **fact_fields(event.facts),
         }  # fmt: skip
         args: list[Any] = [self.prefix, dedupe_window_ms, *_counted(event_fields)]
         for new in deliveries:
@@ -216,6 +225,10 @@ class RedisStore(Store):
         found = [delivery for delivery in await self._load(candidates) if _matches(delivery, where)]
         found.sort(key=lambda delivery: (delivery.created_at_ms, delivery.id), reverse=True)
         return found[: where.limit]
+
+    async def find_events(self, query: EventQuery) -> EventPage:
+        async with self._call("read") as (client, scripts):
+            return await find_events(client, scripts.find, self.prefix, query)
 
     async def requeue(
         self, delivery_ids: list[str], now_ms: int, requests: Mapping[str, RenderedRequest] | None = None

@@ -37,6 +37,10 @@ while i <= #ARGV do
   deliveries[#deliveries + 1] = {flat, fields}
 end
 redis.call('HSET', P .. 'event:' .. event.id, unpack(event_flat))
+redis.call('ZADD', P .. 'events', received, event.id)
+for _, name in ipairs({'conversation_id', 'sender', 'rule_type'}) do
+  if event[name] then redis.call('ZADD', P .. 'events:' .. name .. ':' .. event[name], received, event.id) end
+end
 if #deliveries == 0 then redis.call('ZADD', P .. 'bare', received, event.id) end
 for _, delivery in ipairs(deliveries) do
   local flat, d = delivery[1], delivery[2]
@@ -133,7 +137,14 @@ for _, id in ipairs(delivered) do
 end
 local bare = redis.call('ZRANGEBYSCORE', P .. 'bare', '-inf', before, 'LIMIT', 0, chunk)
 for _, id in ipairs(bare) do
-  redis.call('DEL', P .. 'event:' .. id)
+  local key = P .. 'event:' .. id
+  local facts = {conversation_id = 1, sender = 2, rule_type = 3}
+  local values = redis.call('HMGET', key, 'conversation_id', 'sender', 'rule_type')
+  for name, i in pairs(facts) do
+    if values[i] then redis.call('ZREM', P .. 'events:' .. name .. ':' .. values[i], id) end
+  end
+  redis.call('DEL', key)
+  redis.call('ZREM', P .. 'events', id)
   redis.call('ZREM', P .. 'bare', id)
 end
 return {#delivered, #bare}
@@ -152,4 +163,51 @@ for _, destination in ipairs(redis.call('SMEMBERS', P .. 'destinations')) do
   end
 end
 return stats
+"""
+
+# Walks one index of events (or of deliveries, mapped to their events) newest first from `offset`, at most
+# `budget` entries, and returns the ids of the events that pass every filter (at most `wanted`) and the offset
+# to go on from (-1: the index is done). Empty filters are ''.
+FIND = """
+local P, index, via, high, low = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4], ARGV[5]
+local offset, budget, wanted = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local cursor_ms, cursor_id = tonumber(ARGV[9]), ARGV[10]
+local exact = {ARGV[11], ARGV[12], ARGV[13], ARGV[14]}  -- conversation_id, sender, rule_type, source
+local subject, text, status, route, destination = ARGV[15], ARGV[16], ARGV[17], ARGV[18], ARGV[19]
+local function has(value, needle)
+  return value and string.find(string.lower(value), needle, 1, true) ~= nil
+end
+local function passes(id)
+  local v = redis.call('HMGET', P .. 'event:' .. id, 'conversation_id', 'sender', 'rule_type', 'source', 'subject')
+  if not v[4] then return false end
+  for i = 1, 4 do
+    if exact[i] ~= '' and v[i] ~= exact[i] then return false end
+  end
+  if subject ~= '' and not has(v[5], subject) then return false end
+  if text ~= '' and not (has(v[1], text) or has(v[5], text) or has(v[2], text)) then return false end
+  if status == '' and route == '' and destination == '' then return true end
+  for _, d in ipairs(redis.call('SMEMBERS', P .. 'event_deliveries:' .. id)) do
+    local s, r, to = unpack(redis.call('HMGET', P .. 'delivery:' .. d, 'status', 'route', 'destination'))
+    if (status == '' or s == status) and (route == '' or r == route) and (destination == '' or to == destination) then
+      return true
+    end
+  end
+  return false
+end
+local found, seen = {}, {}
+local page = redis.call('ZREVRANGEBYSCORE', index, high, low, 'WITHSCORES', 'LIMIT', offset, budget)
+for i = 1, #page, 2 do
+  local id, score = page[i], tonumber(page[i + 1])
+  if via then id = redis.call('HGET', P .. 'delivery:' .. id, 'event_id') end
+  if id and not seen[id] then
+    seen[id] = true
+    local before = not cursor_ms or score < cursor_ms or (score == cursor_ms and id < cursor_id)
+    if before and passes(id) then
+      found[#found + 1] = id
+      if #found >= wanted then return {found, offset + (i + 1) / 2} end
+    end
+  end
+end
+if #page / 2 < budget then return {found, -1} end
+return {found, offset + budget}
 """

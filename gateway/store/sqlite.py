@@ -23,6 +23,8 @@ from gateway.model import (
     Delivery,
     DeliveryFilter,
     DeliveryStatus,
+    EventPage,
+    EventQuery,
     IngestResult,
     NewDelivery,
     NewEvent,
@@ -31,6 +33,7 @@ from gateway.model import (
     StoredEvent,
 )
 from gateway.store.base import Store
+from gateway.store.sqlite_events import find_events
 from gateway.store.sqlite_schema import connect, open_writer_connection
 from gateway.store.writer import GroupCommitWriter
 
@@ -44,7 +47,10 @@ _DELIVERY_COLUMNS = (
 _FIND_DUPLICATE = (
     "SELECT id FROM events WHERE source = ? AND dedupe_key = ? AND received_at_ms > ? ORDER BY received_at_ms LIMIT 1"
 )
-_INSERT_EVENT = "INSERT INTO events (id, source, dedupe_key, received_at_ms, body) VALUES (?, ?, ?, ?, ?)"
+_INSERT_EVENT = (
+    "INSERT INTO events (id, source, dedupe_key, received_at_ms, body, conversation_id, subject, sender, rule_type) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _INSERT_DELIVERY = f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES ({', '.join('?' * 16)})"
 _SELECT_DUE = (
     "SELECT id FROM deliveries WHERE status = 'pending' AND destination = ? AND next_attempt_at_ms <= ? "
@@ -136,6 +142,9 @@ class SqliteStore(Store):
     async def list_deliveries(self, where: DeliveryFilter) -> list[Delivery]:
         return await self._read(_list_deliveries, where)
 
+    async def find_events(self, query: EventQuery) -> EventPage:
+        return await self._read(find_events, query)
+
     async def requeue(
         self, delivery_ids: list[str], now_ms: int, requests: Mapping[str, RenderedRequest] | None = None
     ) -> int:
@@ -185,7 +194,9 @@ def _ingest(
         if first:
             return IngestResult(event_id=first[0][0], deliveries=0, duplicate=True)
     at_ms = event.received_at_ms
-    conn.execute(_INSERT_EVENT, (event.id, event.source, event.dedupe_key, at_ms, event.body))
+    facts = event.facts
+    conn.execute(_INSERT_EVENT, (event.id, event.source, event.dedupe_key, at_ms, event.body, facts.conversation_id,
+                                 facts.subject, facts.sender, facts.rule_type))  # fmt: skip
     conn.executemany(_INSERT_DELIVERY, [_delivery_row(event.id, at_ms, delivery) for delivery in deliveries])
     return IngestResult(event_id=event.id, deliveries=len(deliveries))
 

@@ -6,13 +6,18 @@ power loss); `open_writer_connection` refuses a file where WAL cannot be had.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+from gateway.model import event_facts
+
+SCHEMA_VERSION = 2
+_BACKFILL_CHUNK = 1000
 _BUSY_TIMEOUT_S = 5.0
 
-_SCHEMA = """
+# The file as version 1 made it; later versions migrate from it, so a new file takes the same path as an old one.
+V1_SCHEMA = """
 BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -23,7 +28,6 @@ CREATE TABLE IF NOT EXISTS events (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_dedupe ON events (source, dedupe_key, received_at_ms);
-CREATE INDEX IF NOT EXISTS events_received ON events (received_at_ms);
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY,
     event_id TEXT NOT NULL,
@@ -45,7 +49,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_claim ON deliveries (status, destination, next_attempt_at_ms);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at_ms) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries (created_at_ms);
-CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id);
 CREATE TABLE IF NOT EXISTS attempts (
     delivery_id TEXT NOT NULL,
     number INTEGER NOT NULL,
@@ -58,6 +61,26 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id, started_at_ms);
 INSERT INTO schema_version (version) SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 COMMIT;
+"""
+
+# Version 2 (a new file is made at version 1, then migrated): events keep what they are looked up by. The
+# newest-first index covers every column a lookup filters on, so a lookup never reads the bodies;
+# deliveries_event covers what it asks of deliveries.
+_LOOKUP = """
+ALTER TABLE events ADD COLUMN conversation_id TEXT;
+ALTER TABLE events ADD COLUMN subject TEXT;
+ALTER TABLE events ADD COLUMN sender TEXT;
+ALTER TABLE events ADD COLUMN rule_type TEXT;
+"""
+_LOOKUP_INDEXES = """
+DROP INDEX IF EXISTS events_received;
+DROP INDEX IF EXISTS deliveries_event;
+CREATE INDEX IF NOT EXISTS events_newest
+    ON events (received_at_ms, id, source, rule_type, conversation_id, sender, subject);
+CREATE INDEX IF NOT EXISTS events_conversation ON events (conversation_id, received_at_ms)
+    WHERE conversation_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_sender ON events (sender, received_at_ms) WHERE sender IS NOT NULL;
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id, status, route, destination);
 """
 
 
@@ -85,10 +108,48 @@ def open_writer_connection(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _version(conn: sqlite3.Connection) -> int | None:
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_version'").fetchall():
+        return None
+    version: int | None = conn.execute("SELECT max(version) FROM schema_version").fetchall()[0][0]
+    return version
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
-    has_table = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_version'").fetchall()
-    version = conn.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] if has_table else None
+    version = _version(conn)
     if version is not None and version > SCHEMA_VERSION:
         raise sqlite3.DatabaseError(f"schema version {version} is newer than this gateway knows ({SCHEMA_VERSION})")
     if version is None:
-        conn.executescript(_SCHEMA)
+        conn.executescript(V1_SCHEMA)
+    if version is None or version < 2:
+        conn.execute("BEGIN IMMEDIATE")
+        if _version(conn) == 1:  # asked again inside the transaction: another process may have migrated meanwhile
+            for statement in _LOOKUP.split(";")[:-1]:  # not executescript: it would commit first
+                conn.execute(statement)
+            _backfill_facts(conn)
+            for statement in _LOOKUP_INDEXES.split(";")[:-1]:
+                conn.execute(statement)
+            conn.execute("UPDATE schema_version SET version = 2")
+        conn.execute("COMMIT")
+
+
+def _backfill_facts(conn: sqlite3.Connection) -> None:
+    """Fill in the lookup facts of events stored by a version 1 gateway."""
+    last = 0
+    while True:
+        rows = conn.execute(
+            "SELECT rowid, body FROM events WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, _BACKFILL_CHUNK)
+        ).fetchall()
+        if not rows:
+            return
+        updates = []
+        for rowid, body in rows:
+            try:
+                facts = event_facts(json.loads(body))
+            except ValueError:
+                continue
+            updates.append((facts.conversation_id, facts.subject, facts.sender, facts.rule_type, rowid))
+        conn.executemany(
+            "UPDATE events SET conversation_id = ?, subject = ?, sender = ?, rule_type = ? WHERE rowid = ?", updates
+        )
+        last = rows[-1][0]

@@ -1,7 +1,8 @@
-"""The admin API under /admin/: deliveries, replay, events and the active config, behind a bearer token.
+"""The admin API under /admin/: deliveries, replay, event lookups and the active config, behind a bearer token.
 
 It is off (404) while the active config has no `admin.token`, so a reload turns it on or off.
-The handlers only translate HTTP to `gateway.delivery.dead_letters`, which the CLI runs too.
+The handlers only translate HTTP to `gateway.delivery.dead_letters` and `gateway.delivery.event_lookup`,
+which the CLI runs too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from gateway.delivery import dead_letters as deliveries
-from gateway.delivery.dead_letters import FilterError, NotFound, ReplayOutcome, ReplayReport
+from gateway.delivery import event_lookup
+from gateway.delivery.dead_letters import NotFound, ReplayOutcome, ReplayReport
+from gateway.delivery.filters import FilterError
 from gateway.errors import StoreUnavailable
 from gateway.mask import MASK, Masker
 from gateway.model import DeliveryFilter
@@ -37,6 +40,7 @@ def add_admin_routes(app: web.Application) -> None:
         web.get("/admin/deliveries/{id}", _guarded(show_delivery)),
         web.post("/admin/deliveries/{id}/replay", _guarded(replay_delivery)),
         web.post("/admin/replay", _guarded(replay_by_filter)),
+        web.get("/admin/events", _guarded(list_events)),
         web.get("/admin/events/{id}", _guarded(show_event)),
         web.get("/admin/config", _guarded(show_config)),
         web.route("*", "/admin/{tail:.*}", _guarded(no_such_endpoint)),
@@ -128,6 +132,12 @@ async def replay_and_wake(
         extra={"delivery_ids": [item.delivery.id for item in report.items]},
     )
     return report
+
+
+async def list_events(request: web.Request) -> web.Response:
+    query = event_lookup.parse_event_query(request.query, _now_ms(request))
+    page = await request.app[STORE].find_events(query)
+    return web.json_response(event_lookup.events_document(page, query, _loaded(request).masker))
 
 
 async def show_event(request: web.Request) -> web.Response:

@@ -11,7 +11,8 @@ import pytest
 
 from gateway.cli.main import main
 from gateway.clock import FakeClock, SystemClock
-from gateway.delivery.dead_letters import FilterError, NotFound, ReplayOutcome, parse_filter, replay, replay_filter
+from gateway.delivery.dead_letters import NotFound, ReplayOutcome, parse_filter, replay, replay_filter
+from gateway.delivery.filters import FilterError
 from gateway.delivery.send import make_session
 from gateway.delivery.worker import Worker
 from gateway.ingest.accept import accept

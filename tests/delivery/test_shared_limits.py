@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from gateway.errors import StoreUnavailable
 from gateway.model import AttemptResult, Delivery, DeliveryStatus, NewDelivery, NewEvent, RenderedRequest
 from gateway.store.redis import RedisStore, connect
 from tests.fakes import FakeDestination, Reply
-from tests.redis_server import RedisServer, running_server
+from tests.redis_server import RedisServer
 
 T0 = 1_700_000_000_000
 TIMEOUT_S = 10.0
@@ -32,11 +32,6 @@ SLOT_MS = round((TIMEOUT_S + LEASE_MARGIN_S) * 1000)
 
 def destination(**fields: Any) -> DestinationConfig:
     return DestinationConfig.model_validate({"url": "http://unused.invalid/", "timeout": TIMEOUT_S, **fields})
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    yield from running_server(tmp_path_factory.mktemp("redis"))
 
 
 @pytest.fixture

@@ -1,7 +1,4 @@
-"""The store contract, run against every backend; SQLite-only tests at the end.
-
-Adding a backend is one entry in BACKENDS and one branch in `store_factory`.
-"""
+"""The store contract, run against every backend (`tests/store/conftest.py`); SQLite-only tests at the end."""
 
 from __future__ import annotations
 
@@ -10,8 +7,6 @@ import os
 import sqlite3
 import sys
 import threading
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -25,6 +20,7 @@ from gateway.model import (
     Delivery,
     DeliveryFilter,
     DeliveryStatus,
+    EventQuery,
     NewDelivery,
     NewEvent,
     QueueStats,
@@ -32,50 +28,16 @@ from gateway.model import (
     StoredEvent,
 )
 from gateway.store.base import Store
-from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SqliteStore
-from tests.redis_server import RedisServer, running_server
+from gateway.store.sqlite_schema import SCHEMA_VERSION
+from tests.store.conftest import StoreFactory
 
-BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("redis", id="redis")]
 REPO = Path(__file__).resolve().parents[2]
 
 T0 = 1_700_000_000_000
 WINDOW_MS = 600_000
 LEASE_MS = 30_000
 PENDING, DELIVERED, DEAD = DeliveryStatus.PENDING, DeliveryStatus.DELIVERED, DeliveryStatus.DEAD
-
-StoreFactory = Callable[[], Store]
-
-
-def store_factory(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> StoreFactory:
-    """Builds unopened stores that all see the same data, so a test can close and reopen."""
-    if backend == "sqlite":
-        return lambda: SqliteStore(tmp_path / "data" / "gateway.db")
-    if backend == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        prefix = f"test-{uuid.uuid4().hex}:"  # one server for the session, its own keys for each test
-        return lambda: RedisStore(server.url, prefix=prefix)
-    raise ValueError(f"no store backend named {backend!r}")
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    yield from running_server(tmp_path_factory.mktemp("redis"))
-
-
-@pytest.fixture(params=BACKENDS)
-def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    backend: str = request.param
-    return store_factory(backend, tmp_path, request)
-
-
-@pytest.fixture
-async def store(new_store: StoreFactory) -> AsyncIterator[Store]:
-    opened = new_store()
-    await opened.open()
-    yield opened
-    await opened.close()
-
 
 def rendered(tag: str) -> RenderedRequest:
     headers = {"Content-Type": "application/json", "X-Tag": tag}
@@ -573,7 +535,7 @@ async def test_sqlite_open_creates_directories_and_a_wal_database(tmp_path: Path
     await store.open()
     await store.close()
 
-    assert await asyncio.to_thread(read_pragmas, path) == ("wal", 1)
+    assert await asyncio.to_thread(read_pragmas, path) == ("wal", SCHEMA_VERSION)
 
 
 def set_schema_version(path: Path, version: int) -> None:
@@ -586,9 +548,9 @@ async def test_sqlite_refuses_a_database_from_a_newer_gateway(tmp_path: Path) ->
     store = SqliteStore(path)
     await store.open()
     await store.close()
-    await asyncio.to_thread(set_schema_version, path, 2)
+    await asyncio.to_thread(set_schema_version, path, SCHEMA_VERSION + 1)
 
-    with pytest.raises(StoreUnavailable, match="schema version 2 is newer"):
+    with pytest.raises(StoreUnavailable, match=f"schema version {SCHEMA_VERSION + 1} is newer"):
         await SqliteStore(path).open()
 
 
@@ -617,6 +579,7 @@ async def test_sqlite_runs_no_statement_on_the_event_loop_and_groups_commits(
     await store.get_delivery(claimed.id)
     await store.list_attempts(claimed.id)
     await store.list_deliveries(DeliveryFilter(status=PENDING))
+    await store.find_events(EventQuery(text="e1", status=DELIVERED))
     await store.next_due_ms()
     await store.stats()
     await store.prune(T0 + 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -14,14 +14,9 @@ from gateway.config.schema import StorageConfig
 from gateway.errors import StoreUnavailable
 from gateway.model import AttemptResult, DeliveryFilter, DeliveryStatus
 from gateway.store.factory import make_store
-from gateway.store.redis import RedisStore, connect
-from tests.redis_server import RedisServer, redis_server_path, running_server
+from gateway.store.redis import DATA_VERSION, RedisStore, connect
+from tests.redis_server import RedisServer, redis_server_path
 from tests.store.test_contract import LEASE_MS, T0, WINDOW_MS, attempt_of, ids, new_delivery, new_event, put, stored
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    yield from running_server(tmp_path_factory.mktemp("redis"))
 
 
 @pytest.fixture
@@ -133,10 +128,10 @@ async def test_open_warns_when_redis_may_lose_acknowledged_events(
 
 async def test_open_refuses_data_from_a_newer_gateway(redis_server: RedisServer, prefix: str) -> None:
     client: Redis = connect(redis_server.url)
-    await client.set(f"{prefix}version", 2)
+    await client.set(f"{prefix}version", DATA_VERSION + 1)
     await client.aclose()
 
-    with pytest.raises(StoreUnavailable, match="version 2 is newer"):
+    with pytest.raises(StoreUnavailable, match=f"version {DATA_VERSION + 1} is newer"):
         await RedisStore(redis_server.url, prefix).open()
 
 
