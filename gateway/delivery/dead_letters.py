@@ -14,7 +14,8 @@ from enum import StrEnum
 from typing import Any
 
 from gateway.delivery import filters
-from gateway.delivery.filters import MAX_LIMIT
+from gateway.delivery.filters import MAX_LIMIT as MAX_LIMIT  # re-exported: callers know them from here
+from gateway.delivery.filters import FilterError as FilterError
 from gateway.errors import GatewayError, PayloadError
 from gateway.mask import Masker
 from gateway.model import Attempt, Delivery, DeliveryFilter, DeliveryStatus, RenderedRequest, StoredEvent
