@@ -39,6 +39,14 @@ class ServerConfig(Model):
     host: str = Field("0.0.0.0", description="Address to listen on.")
     port: int = Field(8080, ge=1, le=65535, description="Port to listen on (overridden by --port).")
     max_body: Size = Field(1024 * 1024, description="Largest webhook body accepted; larger ones get 413.")
+    render_timeout: Duration = Field(
+        1.0, gt=0, description="Longest time one request may take to render; a render over it makes that delivery "
+        "a dead letter.",
+    )
+    render_max_bytes: Size = Field(
+        1024 * 1024, gt=0, description="Most text each part of a request (the URL, a header, the body) may render to; "
+        "a render over it makes that delivery a dead letter.",
+    )
     read_timeout: Duration = Field(
         10.0, gt=0, description="Longest wait for a request's headers, and again for its body; then the connection "
         "is closed (a body cut off gets 408).",

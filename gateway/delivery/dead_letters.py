@@ -200,7 +200,8 @@ class _Rerenderer:
         except PayloadError as exc:
             return f"its event cannot be parsed: {exc}"
         meta = {"id": event.id, "source": event.source, "received_at": event.received_at_ms / 1000}
-        verdicts = plan(self._loaded.routes_for(event.source), payload, event.body, meta, explain=True)
+        routes = self._loaded.routes_for(event.source)  # rendered off the event loop, as ingest does
+        verdicts = await asyncio.to_thread(plan, routes, payload, event.body, meta, explain=True)
         return {verdict.route: verdict for verdict in verdicts}
 
 

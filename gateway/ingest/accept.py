@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from gateway.ingest.signature import verify
@@ -14,6 +16,11 @@ from gateway.routing.plan import new_id, plan, to_deliveries
 from gateway.store.base import Store
 
 log = logging.getLogger("gateway.ingest")
+
+# Routing and rendering run here, off the event loop: a render may take up to server.render_timeout, and the
+# loop keeps answering (health checks, other webhooks) meanwhile. Several threads, so one slow render does not
+# hold up the others.
+_RENDERING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gateway-render")
 
 
 @dataclass(frozen=True)
@@ -39,7 +46,8 @@ async def accept(
         return Accepted(None)
     event_id = new_id("evt", now_ms)
     event_meta = {"id": event_id, "source": source, "received_at": now_ms / 1000}
-    verdicts = plan(config.routes_for(source), payload, body, event_meta)
+    routes = config.routes_for(source)
+    verdicts = await asyncio.get_running_loop().run_in_executor(_RENDERING, plan, routes, payload, body, event_meta)
     deliveries = to_deliveries(verdicts, now_ms)
     event = NewEvent(event_id, source, now_ms, body, hashlib.sha256(body).hexdigest(), event_facts(payload))
     result = await store.ingest(event, deliveries, int(source_config.dedupe_window * 1000))

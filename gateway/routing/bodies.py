@@ -20,7 +20,8 @@ from jinja2.environment import Template
 
 from gateway.config.presets import TEAMS_CARD_CONTENT_TYPE
 from gateway.config.schema import SendConfig
-from gateway.errors import ConfigProblem
+from gateway.errors import ConfigProblem, RenderError
+from gateway.routing.sandbox import OverBudget
 from gateway.routing.template_env import (
     ENV,
     TEXT_FILTER,
@@ -152,20 +153,24 @@ def _body_template(items: tuple[str | _Leaf, ...]) -> Template | None:
 class JsonBody:
     """A JSON body: rendered by its one template when it has one, else (and to name a failure) part by part."""
 
-    __slots__ = ("_parts", "_template")
+    __slots__ = ("_parts", "_template", "_path")
 
-    def __init__(self, parts: tuple[Text, ...], template: Template | None = None) -> None:
+    def __init__(self, parts: tuple[Text, ...], template: Template | None = None, path: str = "body") -> None:
         self._parts = parts
         self._template = template
+        self._path = path
 
     @classmethod
-    def of(cls, items: tuple[str | _Leaf, ...]) -> JsonBody:
-        return cls(tuple(item.part if isinstance(item, _Leaf) else item for item in items), _body_template(items))
+    def of(cls, items: tuple[str | _Leaf, ...], path: str) -> JsonBody:
+        parts = tuple(item.part if isinstance(item, _Leaf) else item for item in items)
+        return cls(parts, _body_template(items), path)
 
     def render(self, scope: Scope) -> tuple[bytes, str | None]:
         if self._template is not None:
             try:
                 return utf8(run(self._template, scope)), _JSON
+            except OverBudget as exc:  # rendering again would not name the leaf: the budget is spent
+                raise RenderError(f"{self._path}: {exc}") from None
             except Exception:  # rendered again part by part: the same text, or the error naming the failing leaf
                 pass
         return utf8("".join([render_text(part, scope) for part in self._parts])), _JSON
@@ -208,12 +213,12 @@ def compile_body(
     if send.body is not None:
         items: list[str | _Leaf] = []
         _compile_tree(send.body, f"{at}.body", problems, items)
-        return JsonBody.of(_joined(items))
+        return JsonBody.of(_joined(items), f"{at}.body")
     if send.card is not None:
         items = [_CARD_OPEN]
         _compile_tree(send.card, f"{at}.card", problems, items)
         items.append(_CARD_CLOSE)
-        return JsonBody.of(_joined(items))
+        return JsonBody.of(_joined(items), f"{at}.card")
     if send.template is not None:
         return TextBody(compile_text(send.template, f"{at}.template", problems), send.template)
     if send.template_file is not None:

@@ -17,6 +17,7 @@ from gateway.config.validate import read_config
 from gateway.errors import ConfigProblem
 from gateway.mask import Masker
 from gateway.routing.conditions import Predicate, compile_condition
+from gateway.routing.sandbox import RenderLimits
 from gateway.routing.templates import RequestTemplate, compile_request
 
 
@@ -73,6 +74,7 @@ def load_config(file: str | Path, environ: typing.Mapping[str, str] | None = Non
 def _compile_routes(config: GatewayConfig, base_dir: Path, problems: list[ConfigProblem]) -> tuple[CompiledRoute, ...]:
     routes = []
     only_source = next(iter(config.sources)) if len(config.sources) == 1 else ""
+    limits = RenderLimits(config.server.render_timeout, config.server.render_max_bytes)
     for index, route in enumerate(config.routes):
         at = f"routes[{index}]"
         predicate = compile_condition(route.when, f"{at}.when", problems) if route.when is not None else None
@@ -82,7 +84,7 @@ def _compile_routes(config: GatewayConfig, base_dir: Path, problems: list[Config
             if destination is None:
                 continue  # reported by _cross_check
             at_send = f"{at}.send[{send_index}]"
-            template = compile_request(send, destination, base_dir, at_send, problems, route=route.name)
+            template = compile_request(send, destination, base_dir, at_send, problems, route=route.name, limits=limits)
             if template is not None:
                 sends.append(CompiledSend(send.to, template, destination.retry.attempts))
         source = route.source or only_source

@@ -1,5 +1,6 @@
-"""The Jinja environment every template runs in: an immutable sandbox, strict about undefined
-values, with the gateway's filters, and the few low-level helpers that run compiled templates.
+"""The Jinja environment every template runs in: an immutable sandbox under a render budget
+(`gateway.routing.sandbox`), strict about undefined values, with the gateway's filters, and the
+few low-level helpers that run compiled templates.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined, nodes
 from jinja2.environment import Template
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from gateway.errors import ConfigProblem, GatewayError, RenderError
+from gateway.routing.sandbox import BudgetedSandbox, current_budget
 
 Scope = dict[str, Any]  # a render's context over the environment's globals, merged once per request
 
@@ -70,15 +71,14 @@ def _blank_none(value: Any) -> Any:
     return "" if value is None else value
 
 
-ENV = ImmutableSandboxedEnvironment(
-    undefined=StrictUndefined, autoescape=False, finalize=_blank_none, keep_trailing_newline=True
-)
+ENV = BudgetedSandbox(undefined=StrictUndefined, autoescape=False, finalize=_blank_none, keep_trailing_newline=True)
 ENV.filters.update(tojson=_tojson, datetime=_datetime, slack_escape=_slack_escape)
 # The JSON of a body leaf inside a body's one template. A filter name in template source is an identifier,
 # so no config can call these.
 VALUE_FILTER = "body value"
 TEXT_FILTER = "body text"
 ENV.filters.update({VALUE_FILTER: _value_json, TEXT_FILTER: dumps})
+ENV.budget_filters(VALUE_FILTER, TEXT_FILTER)
 
 
 def _context(template: Template, scope: Scope) -> Context:
@@ -88,8 +88,17 @@ def _context(template: Template, scope: Scope) -> Context:
 
 
 def run(template: Template, scope: Scope) -> str:
-    # Template.render without its per-call copy of the globals: `scope` already holds them.
-    return "".join(template.root_render_func(_context(template, scope)))
+    """Template.render without its per-call copy of the globals (`scope` holds them), counting the text it writes
+    against the render's budget as it streams out."""
+    budget = current_budget()
+    pieces = []
+    size = 0
+    for piece in template.root_render_func(_context(template, scope)):
+        size += len(piece)
+        if size > budget.max_bytes:
+            budget.check_size(size)
+        pieces.append(piece)
+    return "".join(pieces)
 
 
 def run_expression(template: Template, scope: Scope) -> Any:

@@ -32,6 +32,7 @@ from gateway.model import RenderedRequest
 from gateway.routing.bodies import ORIGINAL_BODY, JsonBody, OriginalBody, TextBody, compile_body
 from gateway.routing.payload import payload_view
 from gateway.routing.preset_bodies import BodyFinisher, body_finisher, check_send
+from gateway.routing.sandbox import DEFAULT_LIMITS, RenderLimits, budget, current_budget
 from gateway.routing.template_env import ENV, Text, compile_text, render_text
 
 
@@ -55,7 +56,7 @@ def _checked_header(value: str) -> str:
 class RequestTemplate:
     """A request compiled from a `send` and its destination; `render` fills it in for one payload."""
 
-    __slots__ = ("method", "_url", "_headers", "_body", "_content_type_set", "_finish")
+    __slots__ = ("method", "_url", "_headers", "_body", "_content_type_set", "_finish", "_limits")
 
     def __init__(
         self,
@@ -65,6 +66,7 @@ class RequestTemplate:
         body: JsonBody | TextBody | OriginalBody,
         content_type_set: bool,
         finish: BodyFinisher | None = None,
+        limits: RenderLimits = DEFAULT_LIMITS,
     ) -> None:
         self.method = method
         self._url = url
@@ -72,17 +74,25 @@ class RequestTemplate:
         self._body = body
         self._content_type_set = content_type_set
         self._finish = finish
+        self._limits = limits
 
     def render(self, context: Mapping[str, Any]) -> RenderedRequest:
-        """The request for one payload's `template_context`; raises RenderError naming the failing place."""
-        scope = {**ENV.globals, **context}
-        headers = {name: render_text(value, scope) for name, value in self._headers}
-        body, content_type = self._body.render(scope)
-        if self._finish is not None:
-            body = self._finish(body, scope)
-        if content_type is not None and not self._content_type_set:
-            headers["Content-Type"] = content_type
-        return RenderedRequest(self.method, render_text(self._url, scope), headers, body)
+        """The request for one payload's `template_context`, within the render limits; raises RenderError naming
+        the failing place."""
+        with budget(self._limits):
+            scope = {**ENV.globals, **context}
+            headers = {name: render_text(value, scope) for name, value in self._headers}
+            body, content_type = self._body.render(scope)
+            if self._finish is not None:
+                body = self._finish(body, scope)
+            if not isinstance(self._body, OriginalBody):  # the webhook as received is not a render's output
+                try:
+                    current_budget().check_size(len(body))
+                except RenderError as exc:
+                    raise RenderError(f"the body: {exc}") from None
+            if content_type is not None and not self._content_type_set:
+                headers["Content-Type"] = content_type
+            return RenderedRequest(self.method, render_text(self._url, scope), headers, body)
 
 
 def template_context(payload: Any, event: Mapping[str, Any], original: bytes) -> dict[str, Any]:
@@ -133,6 +143,7 @@ def compile_request(
     problems: list[ConfigProblem],
     *,
     route: str,
+    limits: RenderLimits = DEFAULT_LIMITS,
 ) -> RequestTemplate | None:
     """Compile one `send` (at YAML path `at`, in route `route`) against its destination.
 
@@ -154,4 +165,5 @@ def compile_request(
     check_send(send, destination, body.source if isinstance(body, TextBody) else None, at, problems)
     if len(problems) > found:
         return None
-    return RequestTemplate(method, url, headers, body, content_type_set, body_finisher(send, destination, route))
+    finish = body_finisher(send, destination, route)
+    return RequestTemplate(method, url, headers, body, content_type_set, finish, limits)

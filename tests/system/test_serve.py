@@ -152,3 +152,47 @@ async def test_a_send_without_a_body_form_forwards_the_bytes_received(
         await wait_for_status(client, DeliveryStatus.DELIVERED, 1)
     assert audit.received[0].body == body
     assert sign(FIXTURE_SECRET.encode(), audit.received[0].body) == signature
+
+
+async def test_runaway_templates_are_dead_letters_while_health_answers_and_the_rest_goes_out(
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]], write_config: Callable[[str], Path]
+) -> None:
+    """Rendering runs off the event loop under server.render_timeout and render_max_bytes."""
+    async with FakeDestination([200]) as crm:
+        loaded = load_config(write_config(f"""\
+            server: {{render_timeout: 1s, render_max_bytes: 64KiB}}
+            storage: {{path: gateway.db}}
+            sources:
+              missive: {{secrets: ["{FIXTURE_SECRET}"]}}
+            destinations:
+              crm: {{url: "{crm.url('/notes')}"}}
+            routes:
+              - name: spin
+                send:
+                  - to: crm
+                    template: "{{% for i in range(100000) %}}{{% for j in range(100000) %}}{{% endfor %}}{{% endfor %}}"
+              - name: blow-up
+                send: [{{to: crm, body: {{text: "{{{{ 'a' * payload.n }}}}"}}}}]
+              - name: fine
+                send: [{{to: crm, body: {{subject: "{{{{ message.subject }}}}"}}}}]
+            """), environ={})
+        client = await aiohttp_client(create_app(ConfigHolder(loaded)))
+        body = json.dumps({"rule": {"type": "incoming_email"}, "message": {"subject": "hi"}, "n": 10**12}).encode()
+        posting = asyncio.ensure_future(client.post("/hooks/missive", data=body, headers={
+            "X-Hook-Signature": sign(FIXTURE_SECRET.encode(), body)}))
+        health_answers = 0
+        while not posting.done():  # the render of `spin` takes its whole second
+            assert (await client.get("/healthz")).status == 200
+            health_answers += not posting.done()
+            await asyncio.sleep(0.02)
+        assert (await posting).status == 200
+        await wait_for_status(client, DeliveryStatus.DELIVERED, 1)
+        dead = {delivery.route: delivery.last_error for delivery in await client.app[STORE].list_deliveries(
+            DeliveryFilter(status=DeliveryStatus.DEAD))}
+    assert health_answers >= 3  # the event loop kept answering while the render ran
+    assert dead == {
+        "spin": "routes[0].send[0].template: rendering took longer than the 1 s allowed (server.render_timeout)",
+        "blow-up": "routes[1].send[0].body: rendering made more than the 65536 bytes allowed "
+                   "(server.render_max_bytes)",
+    }
+    assert [json.loads(request.body) for request in crm.received] == [{"subject": "hi"}]
