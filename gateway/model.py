@@ -246,3 +246,42 @@ class EventPage:
 
     events: list[EventSummary]
     next_cursor: EventCursor | None
+
+
+@dataclass(frozen=True)
+class HourCounts:
+    """Deliveries created in one stretch of time, by where they stand now."""
+
+    delivered: int = 0
+    pending: int = 0
+    dead: int = 0
+
+
+@dataclass(frozen=True)
+class DestinationActivity:
+    """One destination now: pending deliveries not tried yet (`waiting`) or tried (`retrying`), those a worker
+    holds (`in_flight`), dead letters, the oldest pending one's creation time, the last error of a delivery
+    still pending or dead, and `buckets` of the deliveries created in each stretch of the activity's window."""
+
+    waiting: int
+    retrying: int
+    in_flight: int
+    dead: int
+    oldest_pending_ms: int | None
+    last_error: str | None
+    last_error_at_ms: int | None
+    buckets: tuple[HourCounts, ...]
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What the console's overview shows: `buckets` stretches of `bucket_ms` from `since_ms` on.
+
+    `events`: per source, the events received in each stretch; `destinations`: every destination
+    that has deliveries stored.
+    """
+
+    since_ms: int
+    bucket_ms: int
+    events: dict[str, tuple[int, ...]]
+    destinations: dict[str, DestinationActivity]

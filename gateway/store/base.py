@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 from gateway.model import (
+    Activity,
     Attempt,
     AttemptResult,
     Delivery,
@@ -112,3 +113,8 @@ class Store(ABC):
     @abstractmethod
     async def stats(self) -> QueueStats:
         """Queue depth, dead letters and the oldest due time, for metrics."""
+
+    @abstractmethod
+    async def activity(self, since_ms: int, bucket_ms: int, buckets: int, now_ms: int) -> Activity:
+        """Events per source and deliveries per destination over `buckets` stretches of `bucket_ms` from
+        `since_ms`, with each destination's queue now (see `Activity`), for the console's overview."""

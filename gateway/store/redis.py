@@ -15,6 +15,8 @@ the write or none of it. Keys (all under a prefix, default `gw:`):
     created, status:<status>    zsets of delivery ids by created_at_ms, for listing
     dedupe:<source>:<key>       "<received_at_ms>:<event id>" of the last stored event with that body
 
+and the indexes of the console's overview, described in `gateway.store.redis_activity`.
+
 Leases work as in SQLite: `claim` re-scores a due delivery to `now + lease` and gives it a
 fresh `lease_token`. This is our equivalent of a stream's XAUTOCLAIM: when a replica dies
 holding leases, its deliveries simply come due again when the lease runs out and any
@@ -31,7 +33,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -43,11 +45,11 @@ from redis.exceptions import RedisError, ResponseError
 
 from gateway.errors import StoreUnavailable
 from gateway.model import (
+    Activity,
     Attempt,
     AttemptResult,
     Delivery,
     DeliveryFilter,
-    DeliveryStatus,
     EventPage,
     EventQuery,
     IngestResult,
@@ -59,11 +61,13 @@ from gateway.model import (
 )
 from gateway.store import redis_scripts as lua
 from gateway.store.base import Store
+from gateway.store.redis_activity import ACTIVITY, INDEX_OLD, index_old_records, parse_activity
 from gateway.store.redis_events import fact_fields, find_events, index_old_events
+from gateway.store.redis_records import counted, matches, new_delivery_fields, pairs, read_delivery, request_fields
 
 log = logging.getLogger("gateway.store")
 
-DATA_VERSION = 2
+DATA_VERSION = 3  # 2: events indexed for lookups; 3: for the overview
 TIMEOUT_S = 5.0
 MAX_CONNECTIONS = 32
 _PRUNE_CHUNK = 500
@@ -100,10 +104,12 @@ class _Scripts:
     prune: AsyncScript
     stats: AsyncScript
     find: AsyncScript
+    activity: AsyncScript
+    index_old: AsyncScript
 
     @classmethod
     def on(cls, client: Redis) -> _Scripts:
-        sources = (lua.INGEST, lua.CLAIM, lua.FINISH, lua.REQUEUE, lua.PRUNE, lua.STATS, lua.FIND)
+        sources = (lua.INGEST, lua.CLAIM, lua.FINISH, lua.REQUEUE, lua.PRUNE, lua.STATS, lua.FIND, ACTIVITY, INDEX_OLD)
         return cls(*(client.register_script(source) for source in sources))
 
 
@@ -133,16 +139,21 @@ class RedisStore(Store):
                 await client.set(self._key("version"), DATA_VERSION, nx=True)
                 version = int(cast(bytes, await client.get(self._key("version"))))
                 await _warn_unless_durable(client)
-                if version == 1:
-                    await index_old_events(client, self.prefix)
-                    await client.set(self._key("version"), DATA_VERSION)
             if version > DATA_VERSION:
                 known = DATA_VERSION
                 raise StoreUnavailable(f"Redis data version {version} is newer than this gateway knows ({known})")
+            scripts = _Scripts.on(client)
+            with redis_errors("index what an earlier gateway stored"):
+                if version < 2:
+                    await index_old_events(client, self.prefix)
+                if version < 3:
+                    await index_old_records(scripts.index_old, self.prefix)
+                if version < DATA_VERSION:
+                    await client.set(self._key("version"), DATA_VERSION)
         except BaseException:
             await client.aclose()
             raise
-        self._client, self._scripts = client, _Scripts.on(client)
+        self._client, self._scripts = client, scripts
 
     async def close(self) -> None:
         """Refuse new calls, let the calls in flight end, then disconnect."""
@@ -162,9 +173,9 @@ class RedisStore(Store):
             "id": event.id, "source": event.source, "received_at_ms": event.received_at_ms, "body": event.body,
             "dedupe_key": event.dedupe_key, **fact_fields(event.facts),
         }  # fmt: skip
-        args: list[Any] = [self.prefix, dedupe_window_ms, *_counted(event_fields)]
+        args: list[Any] = [self.prefix, dedupe_window_ms, *counted(event_fields)]
         for new in deliveries:
-            args += _counted(_new_delivery_fields(event, new))
+            args += counted(new_delivery_fields(event, new))
         async with self._call("store the event") as (_, scripts):
             duplicate, event_id = await scripts.ingest(args=args)
         if duplicate:
@@ -178,7 +189,7 @@ class RedisStore(Store):
         args = [self.prefix, now_ms, now_ms + lease_ms, uuid.uuid4().hex, *wanted]
         async with self._call("claim deliveries") as (_, scripts):
             claimed = await scripts.claim(args=args)
-        return [_delivery(_pairs(flat)) for flat in claimed]
+        return [read_delivery(pairs(flat)) for flat in claimed]
 
     async def finish(self, delivery: Delivery, result: AttemptResult) -> bool:
         attempt = result.attempt
@@ -222,7 +233,7 @@ class RedisStore(Store):
             async with self._call("read") as (client, _):
                 members = cast(set[bytes], await client.smembers(siblings))
             candidates = [member.decode() for member in members]
-        found = [delivery for delivery in await self._load(candidates) if _matches(delivery, where)]
+        found = [delivery for delivery in await self._load(candidates) if matches(delivery, where)]
         found.sort(key=lambda delivery: (delivery.created_at_ms, delivery.id), reverse=True)
         return found[: where.limit]
 
@@ -236,7 +247,7 @@ class RedisStore(Store):
         args: list[Any] = [self.prefix, now_ms]
         for delivery_id in delivery_ids:
             request = (requests or {}).get(delivery_id)
-            args += [delivery_id, *_counted(_request_fields(request) if request is not None else {})]
+            args += [delivery_id, *counted(request_fields(request) if request is not None else {})]
         async with self._call("requeue") as (_, scripts):
             return int(await scripts.requeue(args=args))
 
@@ -257,6 +268,11 @@ class RedisStore(Store):
         pending = {name.decode(): int(count) for name, count in zip(names, counts, strict=True)}
         oldest = min((int(first) for first in firsts), default=None)
         return QueueStats(pending=sum(pending.values()), dead=int(dead), oldest_due_ms=oldest, by_destination=pending)
+
+    async def activity(self, since_ms: int, bucket_ms: int, buckets: int, now_ms: int) -> Activity:
+        async with self._call("read") as (_, scripts):
+            reply = await scripts.activity(args=[self.prefix, since_ms, bucket_ms, buckets, now_ms])
+        return parse_activity(reply, since_ms, bucket_ms)
 
     @contextlib.asynccontextmanager
     async def _call(self, doing: str) -> AsyncIterator[tuple[Redis, _Scripts]]:
@@ -284,7 +300,7 @@ class RedisStore(Store):
             for delivery_id in delivery_ids:
                 pipe.hgetall(self._key("delivery", delivery_id))
             found = await pipe.execute()
-        return [_delivery(fields) for fields in found if fields]
+        return [read_delivery(fields) for fields in found if fields]
 
     async def _scan(self, where: DeliveryFilter) -> list[Delivery]:
         """Walk the created-time index (all, or one status), newest first, filtering the rest here."""
@@ -296,7 +312,7 @@ class RedisStore(Store):
             async with self._call("read") as (client, _):
                 page = cast(list[bytes], await client.zrevrangebyscore(index, "+inf", low, offset, _LIST_PAGE))
             for delivery in await self._load([member.decode() for member in page]):
-                if _matches(delivery, where) and len(found) < where.limit:
+                if matches(delivery, where) and len(found) < where.limit:
                     found.setdefault(delivery.id, delivery)
             if len(page) < _LIST_PAGE:
                 break
@@ -317,76 +333,3 @@ async def _warn_unless_durable(client: Redis) -> None:
             "Set appendonly yes and appendfsync always on the Redis server.",
             appendonly, appendfsync,
         )  # fmt: skip
-
-
-def _counted(fields: Mapping[str, Any]) -> list[Any]:
-    """A record as script arguments: its number of fields, then field, value, field, value..."""
-    return [len(fields), *(item for pair in fields.items() for item in pair)]
-
-
-def _new_delivery_fields(event: NewEvent, new: NewDelivery) -> dict[str, Any]:
-    status = DeliveryStatus.PENDING if new.request is not None else DeliveryStatus.DEAD
-    at_ms = event.received_at_ms
-    fields: dict[str, Any] = {
-        "id": new.id, "event_id": event.id, "route": new.route, "destination": new.destination,
-        "status": status.value, "attempts": 0, "max_attempts": new.max_attempts, "next_attempt_at_ms": at_ms,
-        "created_at_ms": at_ms, "updated_at_ms": at_ms,
-    }  # fmt: skip
-    if new.request is not None:
-        fields.update(_request_fields(new.request))
-    if new.error is not None:
-        fields["last_error"] = new.error
-    return fields
-
-
-def _request_fields(request: RenderedRequest) -> dict[str, Any]:
-    return {"method": request.method, "url": request.url, "headers": json.dumps(request.headers),
-            "body": request.body}  # fmt: skip
-
-
-def _pairs(flat: Iterable[bytes]) -> dict[bytes, bytes]:
-    items = iter(flat)
-    return dict(zip(items, items, strict=True))
-
-
-def _delivery(fields: Mapping[bytes, bytes]) -> Delivery:
-    def text(name: bytes) -> str | None:
-        value = fields.get(name)
-        return None if value is None else value.decode()
-
-    def number(name: bytes) -> int:
-        return int(fields[name])
-
-    request = None
-    if b"method" in fields:
-        headers = json.loads(fields[b"headers"])
-        request = RenderedRequest(fields[b"method"].decode(), fields[b"url"].decode(), headers, fields[b"body"])
-    return Delivery(
-        id=fields[b"id"].decode(),
-        event_id=fields[b"event_id"].decode(),
-        route=fields[b"route"].decode(),
-        destination=fields[b"destination"].decode(),
-        status=DeliveryStatus(fields[b"status"].decode()),
-        attempts=number(b"attempts"),
-        max_attempts=number(b"max_attempts"),
-        next_attempt_at_ms=number(b"next_attempt_at_ms"),
-        created_at_ms=number(b"created_at_ms"),
-        updated_at_ms=number(b"updated_at_ms"),
-        request=request,
-        last_error=text(b"last_error"),
-        lease_token=text(b"lease_token"),
-    )
-
-
-def _matches(delivery: Delivery, where: DeliveryFilter) -> bool:
-    wanted = (
-        (where.status, delivery.status),
-        (where.route, delivery.route),
-        (where.destination, delivery.destination),
-        (where.event_id, delivery.event_id),
-    )
-    if any(want is not None and want != have for want, have in wanted):
-        return False
-    if where.ids is not None and delivery.id not in where.ids:
-        return False
-    return where.since_ms is None or delivery.created_at_ms >= where.since_ms

@@ -38,9 +38,10 @@ while i <= #ARGV do
 end
 redis.call('HSET', P .. 'event:' .. event.id, unpack(event_flat))
 redis.call('ZADD', P .. 'events', received, event.id)
-for _, name in ipairs({'conversation_id', 'sender', 'rule_type'}) do
+for _, name in ipairs({'conversation_id', 'sender', 'rule_type', 'source'}) do
   if event[name] then redis.call('ZADD', P .. 'events:' .. name .. ':' .. event[name], received, event.id) end
 end
+redis.call('SADD', P .. 'sources', event.source)
 if #deliveries == 0 then redis.call('ZADD', P .. 'bare', received, event.id) end
 for _, delivery in ipairs(deliveries) do
   local flat, d = delivery[1], delivery[2]
@@ -48,9 +49,14 @@ for _, delivery in ipairs(deliveries) do
   redis.call('SADD', P .. 'event_deliveries:' .. event.id, d.id)
   redis.call('ZADD', P .. 'created', received, d.id)
   redis.call('ZADD', P .. 'status:' .. d.status, received, d.id)
+  redis.call('ZADD', P .. 'state:' .. d.destination .. ':' .. (d.status == 'pending' and 'waiting' or d.status),
+             received, d.id)
+  redis.call('SADD', P .. 'destinations', d.destination)
+  if d.last_error then
+    redis.call('HSET', P .. 'last_error:' .. d.destination, 'at', received, 'error', d.last_error, 'id', d.id)
+  end
   if d.status == 'pending' then
     redis.call('ZADD', P .. 'due:' .. d.destination, d.next_attempt_at_ms, d.id)
-    redis.call('SADD', P .. 'destinations', d.destination)
   end
 end
 if window > 0 then redis.call('SET', seen_key, event.received_at_ms .. ':' .. event.id, 'PX', window) end
@@ -65,6 +71,7 @@ for i = 5, #ARGV, 2 do
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, ARGV[i + 1])) do
     local key = P .. 'delivery:' .. id
     redis.call('ZADD', due, due_at, id)
+    redis.call('ZADD', P .. 'leased:' .. ARGV[i], due_at, id)
     redis.call('HSET', key, 'next_attempt_at_ms', due_at, 'lease_token', token .. '-' .. (#claimed + 1))
     claimed[#claimed + 1] = redis.call('HGETALL', key)
   end
@@ -85,13 +92,24 @@ redis.call('HSET', key, 'status', status, 'updated_at_ms', ended_at)
 redis.call('HDEL', key, 'lease_token')
 if error then redis.call('HSET', key, 'last_error', error) else redis.call('HDEL', key, 'last_error') end
 if next_at ~= '' then redis.call('HSET', key, 'next_attempt_at_ms', next_at) end
-local due = P .. 'due:' .. destination
+local due, state = P .. 'due:' .. destination, P .. 'state:' .. destination .. ':'
+redis.call('ZREM', P .. 'leased:' .. destination, id)
+redis.call('ZREM', state .. 'waiting', id)
+local failed = P .. 'last_error:' .. destination
+if error and status ~= 'delivered' then
+  redis.call('HSET', failed, 'at', ended_at, 'error', error, 'id', id)
+elseif status == 'delivered' and redis.call('HGET', failed, 'id') == id then
+  redis.call('DEL', failed)
+end
 if status == 'pending' then
   if next_at ~= '' then redis.call('ZADD', due, next_at, id) end
+  redis.call('ZADD', state .. 'retrying', created, id)
 else
   redis.call('ZREM', due, id)
   redis.call('ZREM', P .. 'status:pending', id)
   redis.call('ZADD', P .. 'status:' .. status, created, id)
+  redis.call('ZREM', state .. 'retrying', id)
+  redis.call('ZADD', state .. status, created, id)
 end
 return 1
 """
@@ -110,6 +128,8 @@ while i <= #ARGV do
     redis.call('HDEL', key, 'lease_token')
     redis.call('ZREM', P .. 'status:' .. status, id)
     redis.call('ZADD', P .. 'status:pending', created, id)
+    redis.call('ZREM', P .. 'state:' .. destination .. ':' .. status, id)
+    redis.call('ZADD', P .. 'state:' .. destination .. ':waiting', created, id)
     redis.call('ZADD', P .. 'due:' .. destination, now, id)
     redis.call('SADD', P .. 'destinations', destination)
     count = count + 1
@@ -124,7 +144,8 @@ local P, before, chunk = ARGV[1], '(' .. ARGV[2], ARGV[3]
 local delivered = redis.call('ZRANGEBYSCORE', P .. 'status:delivered', '-inf', before, 'LIMIT', 0, chunk)
 for _, id in ipairs(delivered) do
   local key = P .. 'delivery:' .. id
-  local event_id = redis.call('HGET', key, 'event_id')
+  local event_id, destination = unpack(redis.call('HMGET', key, 'event_id', 'destination'))
+  if destination then redis.call('ZREM', P .. 'state:' .. destination .. ':delivered', id) end
   redis.call('DEL', key, P .. 'attempts:' .. id)
   redis.call('ZREM', P .. 'status:delivered', id)
   redis.call('ZREM', P .. 'created', id)
@@ -138,8 +159,8 @@ end
 local bare = redis.call('ZRANGEBYSCORE', P .. 'bare', '-inf', before, 'LIMIT', 0, chunk)
 for _, id in ipairs(bare) do
   local key = P .. 'event:' .. id
-  local facts = {conversation_id = 1, sender = 2, rule_type = 3}
-  local values = redis.call('HMGET', key, 'conversation_id', 'sender', 'rule_type')
+  local facts = {conversation_id = 1, sender = 2, rule_type = 3, source = 4}
+  local values = redis.call('HMGET', key, 'conversation_id', 'sender', 'rule_type', 'source')
   for name, i in pairs(facts) do
     if values[i] then redis.call('ZREM', P .. 'events:' .. name .. ':' .. values[i], id) end
   end

@@ -18,6 +18,7 @@ from typing import Any, TypeVar, TypeVarTuple
 
 from gateway.errors import StoreUnavailable
 from gateway.model import (
+    Activity,
     Attempt,
     AttemptResult,
     Delivery,
@@ -33,6 +34,7 @@ from gateway.model import (
     StoredEvent,
 )
 from gateway.store.base import Store
+from gateway.store.sqlite_activity import read_activity
 from gateway.store.sqlite_events import find_events
 from gateway.store.sqlite_schema import connect, open_writer_connection
 from gateway.store.writer import GroupCommitWriter
@@ -161,6 +163,9 @@ class SqliteStore(Store):
 
     async def stats(self) -> QueueStats:
         return await self._read(_stats)
+
+    async def activity(self, since_ms: int, bucket_ms: int, buckets: int, now_ms: int) -> Activity:
+        return await self._read(read_activity, since_ms, bucket_ms, buckets, now_ms)
 
     async def _write(self, op: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:
         if self._writer is None:

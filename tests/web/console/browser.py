@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -74,19 +75,26 @@ def screenshots(tmp_path: Path) -> Path:
     return folder
 
 
-def screenshot(driver: WebDriver, folder: Path, name: str, phone: bool = False) -> Path:
-    """The page from its top, as tall as it is (at most MAX_SHOT_PX), saved as `name`.png; `phone`: 390 px wide."""
-    if phone:
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-            "width": PHONE[0], "height": PHONE[1], "deviceScaleFactor": 1, "mobile": True})  # fmt: skip
+@contextmanager
+def viewport(driver: WebDriver, phone: bool) -> Iterator[None]:
+    """The page laid out for a phone (390 px, touch) or a desktop (1280 px) while the block runs."""
+    width, height = PHONE if phone else DESKTOP
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": phone})  # fmt: skip
     try:
+        driver.execute_script("return document.documentElement.scrollWidth")  # lay the page out anew
+        yield
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def screenshot(driver: WebDriver, folder: Path, name: str, phone: bool = False) -> Path:
+    """The page from its top, as tall as it is (at most MAX_SHOT_PX), saved as `name`.png."""
+    with viewport(driver, phone):
         size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
         clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], MAX_SHOT_PX), "scale": 1}
         shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
             "format": "png", "captureBeyondViewport": True, "clip": clip})  # fmt: skip
-    finally:
-        if phone:
-            driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     path = folder / f"{name}.png"
     path.write_bytes(base64.b64decode(shot["data"]))
     return path
@@ -94,11 +102,5 @@ def screenshot(driver: WebDriver, folder: Path, name: str, phone: bool = False) 
 
 def fits_the_width(driver: WebDriver, phone: bool = False) -> bool:
     """Nothing sticks out sideways (so nothing needs scrolling left and right), on a desktop or a phone."""
-    if phone:
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-            "width": PHONE[0], "height": PHONE[1], "deviceScaleFactor": 1, "mobile": True})  # fmt: skip
-    try:
+    with viewport(driver, phone):
         return bool(driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth"))
-    finally:
-        if phone:
-            driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

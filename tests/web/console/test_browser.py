@@ -137,7 +137,16 @@ async def test_an_operator_replays_a_dead_letter_and_tries_the_playground(
     await arrived(archive, len(PAYLOADS))  # the archive takes all four; the CRM is down: its deliveries are dead
     log_in(browser, gateway)
 
-    browser.get(gateway.url("/console/dead-letters"))
+    wait(browser).until(expected_conditions.title_contains("Overview"))  # where logging in leads
+    alarm = browser.find_element(By.CSS_SELECTOR, "tr.alarm")
+    assert alarm.find_element(By.CSS_SELECTOR, "th").text.startswith("crm")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar-delivered")) == 1  # the archive's hour
+    assert fits_the_width(browser) and fits_the_width(browser, phone=True)
+    screenshot(browser, screenshots, "overview")
+    screenshot(browser, screenshots, "overview-phone", phone=True)
+    browser.find_element(By.LINK_TEXT, "2 dead letters").click()
+
+    wait(browser).until(expected_conditions.title_contains("Dead letters"))
     group = browser.find_element(By.CSS_SELECTOR, "section.group")
     assert group.find_element(By.CSS_SELECTOR, "h2").text.split() == ["crm", "2"]  # incoming and outgoing email
     assert "cannot connect" in group.find_element(By.CSS_SELECTOR, ".error-text").text.lower()

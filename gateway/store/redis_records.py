@@ -1,0 +1,82 @@
+"""How the Redis store's records are written as hash fields and script arguments, and read back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from gateway.model import Delivery, DeliveryFilter, DeliveryStatus, NewDelivery, NewEvent, RenderedRequest
+
+
+def counted(fields: Mapping[str, Any]) -> list[Any]:
+    """A record as script arguments: its number of fields, then field, value, field, value..."""
+    return [len(fields), *(item for pair in fields.items() for item in pair)]
+
+
+def new_delivery_fields(event: NewEvent, new: NewDelivery) -> dict[str, Any]:
+    status = DeliveryStatus.PENDING if new.request is not None else DeliveryStatus.DEAD
+    at_ms = event.received_at_ms
+    fields: dict[str, Any] = {
+        "id": new.id, "event_id": event.id, "route": new.route, "destination": new.destination,
+        "status": status.value, "attempts": 0, "max_attempts": new.max_attempts, "next_attempt_at_ms": at_ms,
+        "created_at_ms": at_ms, "updated_at_ms": at_ms,
+    }  # fmt: skip
+    if new.request is not None:
+        fields.update(request_fields(new.request))
+    if new.error is not None:
+        fields["last_error"] = new.error
+    return fields
+
+
+def request_fields(request: RenderedRequest) -> dict[str, Any]:
+    return {"method": request.method, "url": request.url, "headers": json.dumps(request.headers),
+            "body": request.body}  # fmt: skip
+
+
+def pairs(flat: Iterable[bytes]) -> dict[bytes, bytes]:
+    items = iter(flat)
+    return dict(zip(items, items, strict=True))
+
+
+def read_delivery(fields: Mapping[bytes, bytes]) -> Delivery:
+    def text(name: bytes) -> str | None:
+        value = fields.get(name)
+        return None if value is None else value.decode()
+
+    def number(name: bytes) -> int:
+        return int(fields[name])
+
+    request = None
+    if b"method" in fields:
+        headers = json.loads(fields[b"headers"])
+        request = RenderedRequest(fields[b"method"].decode(), fields[b"url"].decode(), headers, fields[b"body"])
+    return Delivery(
+        id=fields[b"id"].decode(),
+        event_id=fields[b"event_id"].decode(),
+        route=fields[b"route"].decode(),
+        destination=fields[b"destination"].decode(),
+        status=DeliveryStatus(fields[b"status"].decode()),
+        attempts=number(b"attempts"),
+        max_attempts=number(b"max_attempts"),
+        next_attempt_at_ms=number(b"next_attempt_at_ms"),
+        created_at_ms=number(b"created_at_ms"),
+        updated_at_ms=number(b"updated_at_ms"),
+        request=request,
+        last_error=text(b"last_error"),
+        lease_token=text(b"lease_token"),
+    )
+
+
+def matches(delivery: Delivery, where: DeliveryFilter) -> bool:
+    wanted = (
+        (where.status, delivery.status),
+        (where.route, delivery.route),
+        (where.destination, delivery.destination),
+        (where.event_id, delivery.event_id),
+    )
+    if any(want is not None and want != have for want, have in wanted):
+        return False
+    if where.ids is not None and delivery.id not in where.ids:
+        return False
+    return where.since_ms is None or delivery.created_at_ms >= where.since_ms
