@@ -24,7 +24,7 @@ DISCORD_API_VERSION = "v10"
 
 # Settings a preset fills in when the destination leaves them out: the service's URL and its published limits.
 PRESET_SETTINGS: dict[str, dict[str, Any]] = {
-    "missive": {"url": MISSIVE_POSTS_URL, "concurrency": 5},
+    "missive": {"url": MISSIVE_POSTS_URL, "concurrency": 5, "rate_limit": ["300/m", "900/15m"]},
     "pagerduty": {"url": PAGERDUTY_EVENTS_URL},
 }
 

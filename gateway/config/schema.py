@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    WithJsonSchema,
+    model_validator,
+)
 
 from gateway.config.presets import with_preset_settings
-from gateway.config.units import parse_duration, parse_rate, parse_size
+from gateway.config.units import RateWindow, parse_duration, parse_rates, parse_size
 
 Duration = Annotated[
     float,
@@ -23,11 +32,15 @@ Size = Annotated[
     BeforeValidator(parse_size),
     WithJsonSchema({"type": ["string", "integer"], "description": "a size: '512KiB', '1MiB' or bytes"}),
 ]
-Rate = Annotated[
-    float,
-    BeforeValidator(parse_rate),
-    WithJsonSchema({"type": "string", "description": "a rate: '1/s', '100/m', '1000/h'"}),
-]
+Rates = Annotated[
+    tuple[RateWindow, ...],
+    BeforeValidator(parse_rates),
+    PlainSerializer(lambda rates: [rate.text for rate in rates]),
+    WithJsonSchema({
+        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
+        "description": "a rate, or a list of rates that must all allow a request: '1/s', '300/m', '900/15m'",
+    }),
+]  # fmt: skip
 DestinationType = Literal["http", "slack", "discord", "teams", "missive", "google_chat", "mattermost", "pagerduty"]
 
 
@@ -176,7 +189,10 @@ class DestinationConfig(Model):
     auth: AuthConfig | None = Field(None, description="Credentials added when each request is sent (never stored).")
     timeout: Duration = Field(10.0, description="Longest wait for one answer.")
     retry: RetryConfig = Field(default_factory=RetryConfig, description="Retry policy.")  # type: ignore[arg-type]
-    rate_limit: Rate | None = Field(None, description="Most requests per second/minute/hour, e.g. '1/s'.")
+    rate_limit: Rates | None = Field(
+        None, description="At most N requests in any window of a length: '1/s', '300/m', '900/15m', or a list of "
+        "them that must all allow a request."
+    )
     concurrency: int = Field(4, ge=1, le=256, description="Most requests in flight at once.")
     sign: SignConfig | None = Field(None, description="Sign outgoing bodies (type http) so receivers can verify us.")
     routing_key: SecretStr | None = Field(

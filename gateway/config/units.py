@@ -1,8 +1,10 @@
-"""Durations (`500ms`, `10s`, `5m`, `1h`, `7d`) and sizes (`512KiB`, `1MiB`, `1MB`)."""
+"""Durations (`500ms`, `10s`, `5m`, `1h`, `7d`), sizes (`512KiB`, `1MiB`, `1MB`) and rates (`300/m`, `900/15m`)."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
+from typing import Any
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _DURATION_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -44,12 +46,43 @@ def parse_size(value: str | int) -> int:
     return size
 
 
-def parse_rate(value: str) -> float:
-    """Events per second in a rate limit written `N/s`, `N/m` or `N/h`."""
-    match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$", value)
+@dataclass(frozen=True)
+class RateWindow:
+    """At most `limit` requests in any `window_ms` (a sliding window, as services count their quotas)."""
+
+    limit: int
+    window_ms: int
+    text: str = field(default="", compare=False)  # as written, for showing the config
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\S.*?)\s*$")
+_RATE_FORMS = "'1/s', '300/m', '1000/h', '10000/d' or '900/15m'"
+
+
+def parse_rate(value: str) -> RateWindow:
+    """A rate written `N/s`, `N/m`, `N/h`, `N/d` or `N/<duration>`: at most N requests in any such window."""
+    match = _RATE.match(value) if isinstance(value, str) else None
     if not match:
-        raise ValueError(f"{value!r} is not a rate; write it like '1/s', '100/m' or '1000/h'")
-    per_s = float(match.group(1)) / _DURATION_S[match.group(2)]
-    if per_s <= 0:
-        raise ValueError(f"{value!r} must allow more than 0 requests")
-    return per_s
+        raise ValueError(f"{value!r} is not a rate; write it like {_RATE_FORMS}")
+    count, per = match.groups()
+    if not count.isdigit() or int(count) < 1:
+        raise ValueError(f"{value!r}: the count must be a whole number of requests, 1 or more (e.g. '1/2s')")
+    try:
+        window_s = parse_duration(f"1{per}" if per in _DURATION_S else per)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a rate; write it like {_RATE_FORMS}") from None
+    window_ms = round(window_s * 1000)
+    if window_ms < 1:
+        raise ValueError(f"{value!r}: the window must be 1ms or longer")
+    return RateWindow(int(count), window_ms, f"{count}/{per}")
+
+
+def parse_rates(value: Any) -> tuple[RateWindow, ...]:
+    """One rate, or a list of rates that must all allow a request."""
+    if isinstance(value, RateWindow):
+        return (value,)
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ValueError(f"give at least one rate, like {_RATE_FORMS}")
+        return tuple(item if isinstance(item, RateWindow) else parse_rate(item) for item in value)
+    return (parse_rate(value),)

@@ -1,28 +1,32 @@
-"""How many requests each destination may start now: in-flight concurrency and a token-bucket rate.
+"""How many requests each destination may start now: in-flight concurrency and sliding-window rates.
+
+A rate `N/W` allows at most N requests to start in any window of length W, the way services
+count their quotas: the start times of the longest window are kept, and a request may start
+when every rate counts fewer than its N starts in the W before now. (A bucket that refills
+continuously would let a burst through and more before the window ends: 901 in 15 minutes
+under a quota of 900.)
 
 The worker asks `capacity` for each destination, claims at most that many deliveries, then
 reports `started` with how many it actually started, and `finished` after each attempt.
 `capacity` may hold what it returns for the caller until `started` (a shared implementation
-takes tokens there and gives back the unused ones), so every `capacity` call is followed by
-one `started` call, with 0 if nothing started. Methods are async so that an implementation
+records the starts there and gives back the unused ones), so every `capacity` call is followed
+by one `started` call, with 0 if nothing started. Methods are async so that an implementation
 shared by several replicas (Redis) fits the same interface.
 """
 
 from __future__ import annotations
 
-import math
+import bisect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.config.schema import DestinationConfig
-
-# Floating-point refills can land a hair under a whole token at the instant it is due.
-_TOKEN_EPSILON = 1e-9
+from gateway.config.units import RateWindow
 
 
 class Limits(ABC):
-    """Per-destination admission: concurrency and rate."""
+    """Per-destination admission: concurrency and rates."""
 
     @abstractmethod
     async def capacity(self, destination: str, now_ms: int) -> int:
@@ -37,8 +41,8 @@ class Limits(ABC):
         """One request to `destination` has ended (whatever its outcome)."""
 
     @abstractmethod
-    async def next_ready_ms(self, destination: str) -> int | None:
-        """When the rate limit next lets `destination` start a request; None when it is not holding it back."""
+    async def next_ready_ms(self, destination: str, now_ms: int) -> int | None:
+        """When the rates next let `destination` start a request; None when they are not holding it back."""
 
     def reconfigure(self, destinations: Mapping[str, DestinationConfig]) -> None:  # noqa: B027 - optional
         """Apply new settings from the next `capacity` call on (a config reload); requests in flight stay counted.
@@ -47,34 +51,36 @@ class Limits(ABC):
         """
 
 
-@dataclass
-class _Bucket:
-    """A token bucket: `rate_per_s` tokens a second, up to `burst`; full at first."""
+def _free_under(rates: tuple[RateWindow, ...], starts_ms: list[int], now_ms: int) -> int:
+    """How many more requests `rates` (at least one) allow at `now_ms`, given the sorted start times."""
+    return min(rate.limit - _count_since(starts_ms, now_ms - rate.window_ms) for rate in rates)
 
-    rate_per_s: float
-    burst: float
-    tokens: float
-    updated_ms: int | None = None
 
-    def refill(self, now_ms: int) -> None:
-        if self.updated_ms is not None and now_ms > self.updated_ms:
-            self.tokens = min(self.burst, self.tokens + (now_ms - self.updated_ms) * self.rate_per_s / 1000)
-        self.updated_ms = now_ms if self.updated_ms is None else max(self.updated_ms, now_ms)
+def _next_free_ms(rates: tuple[RateWindow, ...], starts_ms: list[int], now_ms: int) -> int | None:
+    """When every rate allows one more request, if one is full at `now_ms`; None when none is."""
+    ready: list[int] = []
+    for rate in rates:
+        recent = starts_ms[bisect.bisect_right(starts_ms, now_ms - rate.window_ms):]
+        if len(recent) >= rate.limit:
+            ready.append(recent[len(recent) - rate.limit] + rate.window_ms)
+    return max(ready, default=None)
 
-    def whole_tokens(self) -> int:
-        return math.floor(self.tokens + _TOKEN_EPSILON)
 
-    def next_token_ms(self) -> int | None:
-        if self.whole_tokens() >= 1 or self.updated_ms is None:
-            return None
-        return self.updated_ms + math.ceil((1 - self.tokens) / self.rate_per_s * 1000)
+def _count_since(starts_ms: list[int], after_ms: int) -> int:
+    return len(starts_ms) - bisect.bisect_right(starts_ms, after_ms)
 
 
 @dataclass
 class _Slot:
     concurrency: int
-    bucket: _Bucket | None
+    rates: tuple[RateWindow, ...]
     in_flight: int = 0
+    starts_ms: list[int] = field(default_factory=list)  # sorted, within the longest window
+    asked_at_ms: int = 0
+
+    def trim(self, now_ms: int) -> None:
+        longest_ms = max((rate.window_ms for rate in self.rates), default=0)
+        del self.starts_ms[: bisect.bisect_right(self.starts_ms, now_ms - longest_ms)]
 
 
 class LocalLimits(Limits):
@@ -84,48 +90,42 @@ class LocalLimits(Limits):
         self._slots = {name: _slot(config) for name, config in destinations.items()}
 
     def reconfigure(self, destinations: Mapping[str, DestinationConfig]) -> None:
-        """New settings; requests in flight stay counted and a rate keeps its tokens (up to the new burst)."""
+        """New settings; requests in flight stay counted and past starts count against the new rates."""
         old_slots, self._slots = self._slots, {name: _slot(config) for name, config in destinations.items()}
         for name, slot in self._slots.items():
             old = old_slots.get(name)
-            if old is None:
-                continue
-            slot.in_flight = old.in_flight
-            if slot.bucket is not None and old.bucket is not None:
-                slot.bucket.tokens = min(slot.bucket.burst, old.bucket.tokens)
-                slot.bucket.updated_ms = old.bucket.updated_ms
+            if old is not None:
+                slot.in_flight, slot.starts_ms, slot.asked_at_ms = old.in_flight, old.starts_ms, old.asked_at_ms
 
     async def capacity(self, destination: str, now_ms: int) -> int:
         slot = self._slots.get(destination)
         if slot is None:
             return 0
+        slot.trim(now_ms)
+        slot.asked_at_ms = now_ms
         free = slot.concurrency - slot.in_flight
-        if slot.bucket is None:
-            return max(0, free)
-        slot.bucket.refill(now_ms)
-        return max(0, min(free, slot.bucket.whole_tokens()))
+        if slot.rates:
+            free = min(free, _free_under(slot.rates, slot.starts_ms, now_ms))
+        return max(0, free)
 
     async def started(self, destination: str, count: int) -> None:
         slot = self._slots.get(destination)
         if slot is None or count <= 0:
             return
         slot.in_flight += count
-        if slot.bucket is not None:
-            slot.bucket.tokens -= count
+        if slot.rates:
+            for _ in range(count):
+                bisect.insort(slot.starts_ms, slot.asked_at_ms)
 
     async def finished(self, destination: str) -> None:
         slot = self._slots.get(destination)
         if slot is not None and slot.in_flight > 0:
             slot.in_flight -= 1
 
-    async def next_ready_ms(self, destination: str) -> int | None:
+    async def next_ready_ms(self, destination: str, now_ms: int) -> int | None:
         slot = self._slots.get(destination)
-        return slot.bucket.next_token_ms() if slot is not None and slot.bucket is not None else None
+        return _next_free_ms(slot.rates, slot.starts_ms, now_ms) if slot is not None else None
 
 
 def _slot(config: DestinationConfig) -> _Slot:
-    if config.rate_limit is None:
-        return _Slot(config.concurrency, None)
-    # A burst of one second's worth (at least one request): '1/s' sends one at a time, '300/m' up to five at once.
-    burst = max(1.0, config.rate_limit)
-    return _Slot(config.concurrency, _Bucket(rate_per_s=config.rate_limit, burst=burst, tokens=burst))
+    return _Slot(config.concurrency, config.rate_limit or ())

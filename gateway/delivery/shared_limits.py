@@ -1,20 +1,21 @@
-"""Limits shared by every replica through Redis: one concurrency cap and one rate per destination.
+"""Limits shared by every replica through Redis: one concurrency cap and one set of rates per destination.
 
 Per destination (under the store's key prefix):
 
     inflight:<destination>   zset of in-flight slots, scored by when they expire
-    rate:<destination>       hash: tokens, updated_ms (the token bucket)
+    starts:<destination>     zset of request starts, scored by their time, kept for the longest window
 
-`capacity` runs one script that drops expired slots, refills the bucket, and takes both the
-slots and the tokens it grants; `started` gives back what was not used. A slot expires after
-the destination's timeout plus the lease margin (`storage.lease_margin`), so the slots of a replica that
-died mid-attempt free up about when its leased deliveries come due again.
+`capacity` runs one script that drops expired slots and starts older than the longest
+window, counts the starts within each rate's window, and records the slots and the starts it
+grants; `started` gives back what was not used. A slot expires after the destination's
+timeout plus the lease margin (`storage.lease_margin`), so the slots of a replica that died
+mid-attempt free up about when its leased deliveries come due again. The rates count as
+`gateway.delivery.limits` explains: at most N starts in any window of each length.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from gateway.config.schema import DestinationConfig
+from gateway.config.units import RateWindow
 from gateway.delivery.limits import Limits
 from gateway.delivery.worker import LEASE_MARGIN_S
 from gateway.errors import StoreUnavailable
@@ -29,36 +31,49 @@ from gateway.store.redis import redis_errors
 
 log = logging.getLogger("gateway.limits")
 
-# As in LocalLimits: floating-point refills can land a hair under a whole token.
-_TOKEN_EPSILON = 1e-9
-
+# ARGV: now, concurrency, slot expiry, slot name prefix, then per rate: limit, window (ms).
 _CAPACITY = """
 local now, concurrency, expires_at, slot = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local granted = concurrency - redis.call('ZCARD', KEYS[1])
-if granted <= 0 then return 0 end
-if ARGV[5] then
-  local rate, burst = tonumber(ARGV[5]), tonumber(ARGV[6])
-  local state = redis.call('HMGET', KEYS[2], 'tokens', 'updated_ms')
-  local tokens, updated = tonumber(state[1]) or burst, tonumber(state[2]) or now
-  if now > updated then
-    tokens, updated = math.min(burst, tokens + (now - updated) * rate / 1000), now
+local longest = 0
+for i = 5, #ARGV, 2 do longest = math.max(longest, tonumber(ARGV[i + 1])) end
+if longest > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - longest)
+  for i = 5, #ARGV, 2 do
+    local used = redis.call('ZCOUNT', KEYS[2], '(' .. (now - tonumber(ARGV[i + 1])), '+inf')
+    granted = math.min(granted, tonumber(ARGV[i]) - used)
   end
-  granted = math.min(granted, math.floor(tokens + tonumber(ARGV[7])))
-  redis.call('HSET', KEYS[2], 'tokens', string.format('%.17g', tokens - granted),
-             'updated_ms', string.format('%d', updated))
 end
-for i = 1, granted do redis.call('ZADD', KEYS[1], expires_at, slot .. ':' .. i) end
+if granted <= 0 then return 0 end
+for i = 1, granted do
+  redis.call('ZADD', KEYS[1], expires_at, slot .. ':' .. i)
+  if longest > 0 then redis.call('ZADD', KEYS[2], now, slot .. ':' .. i) end
+end
+if longest > 0 then redis.call('PEXPIRE', KEYS[2], longest) end
 return granted
 """
 
 _RELEASE = """
-for i = 2, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
-local tokens = tonumber(redis.call('HGET', KEYS[2], 'tokens'))
-if ARGV[1] ~= '' and tokens then
-  local given_back = math.min(tonumber(ARGV[1]), tokens + #ARGV - 1)
-  redis.call('HSET', KEYS[2], 'tokens', string.format('%.17g', given_back))
+for i = 1, #ARGV do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('ZREM', KEYS[2], ARGV[i])
 end
+"""
+
+# ARGV: now, then per rate: limit, window (ms). Returns when every rate allows one more start, or -1.
+_NEXT_READY = """
+local now, ready = tonumber(ARGV[1]), -1
+for i = 2, #ARGV, 2 do
+  local limit, window = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  local low = '(' .. (now - window)
+  local used = redis.call('ZCOUNT', KEYS[1], low, '+inf')
+  if used >= limit then
+    local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], low, '+inf', 'WITHSCORES', 'LIMIT', used - limit, 1)
+    ready = math.max(ready, tonumber(oldest[2]) + window)
+  end
+end
+return ready
 """
 
 
@@ -66,8 +81,10 @@ end
 class _Destination:
     concurrency: int
     slot_ms: int
-    rate_per_s: float | None
-    burst: float
+    rates: tuple[RateWindow, ...]
+
+    def rate_args(self) -> list[int]:
+        return [number for rate in self.rates for number in (rate.limit, rate.window_ms)]
 
 
 class RedisLimits(Limits):
@@ -86,6 +103,7 @@ class RedisLimits(Limits):
         self._destinations = {name: _destination(config, lease_margin_s) for name, config in destinations.items()}
         self._capacity = client.register_script(_CAPACITY)
         self._release = client.register_script(_RELEASE)
+        self._next_ready = client.register_script(_NEXT_READY)
         self._replica = uuid.uuid4().hex
         self._rounds = 0
         self._reserved: dict[str, list[str]] = {}
@@ -103,9 +121,7 @@ class RedisLimits(Limits):
             return 0
         self._rounds += 1
         slot = f"{self._replica}:{self._rounds}"
-        args: list[str | int | float] = [now_ms, limits.concurrency, now_ms + limits.slot_ms, slot]
-        if limits.rate_per_s is not None:
-            args += [limits.rate_per_s, limits.burst, _TOKEN_EPSILON]
+        args: list[str | int] = [now_ms, limits.concurrency, now_ms + limits.slot_ms, slot, *limits.rate_args()]
         with redis_errors("take a delivery slot"):
             granted = int(await self._capacity(keys=self._keys(destination), args=args))
         self._reserved[destination] = [f"{slot}:{n}" for n in range(1, granted + 1)]
@@ -117,10 +133,8 @@ class RedisLimits(Limits):
         self._in_flight.setdefault(destination, []).extend(used)
         if not unused:
             return
-        limits = self._destinations.get(destination)
-        rate = "" if limits is None or limits.rate_per_s is None else limits.burst
         with redis_errors("give back delivery slots"):
-            await self._release(keys=self._keys(destination), args=[rate, *unused])
+            await self._release(keys=self._keys(destination), args=unused)
 
     async def finished(self, destination: str) -> None:
         in_flight = self._in_flight.get(destination)
@@ -133,22 +147,18 @@ class RedisLimits(Limits):
         except StoreUnavailable as exc:
             log.warning("%s; the slot frees itself when the attempt's lease runs out", exc)
 
-    async def next_ready_ms(self, destination: str) -> int | None:
+    async def next_ready_ms(self, destination: str, now_ms: int) -> int | None:
         limits = self._destinations.get(destination)
-        if limits is None or limits.rate_per_s is None:
+        if limits is None or not limits.rates:
             return None
         with redis_errors("read the rate limit"):
-            tokens, updated_ms = await self._client.hmget(self._keys(destination)[1], ["tokens", "updated_ms"])
-        if tokens is None or updated_ms is None or math.floor(float(tokens) + _TOKEN_EPSILON) >= 1:
-            return None
-        return int(updated_ms) + math.ceil((1 - float(tokens)) / limits.rate_per_s * 1000)
+            ready = int(await self._next_ready(keys=self._keys(destination)[1:], args=[now_ms, *limits.rate_args()]))
+        return ready if ready >= 0 else None
 
     def _keys(self, destination: str) -> list[str]:
-        return [f"{self._prefix}inflight:{destination}", f"{self._prefix}rate:{destination}"]
+        return [f"{self._prefix}inflight:{destination}", f"{self._prefix}starts:{destination}"]
 
 
 def _destination(config: DestinationConfig, lease_margin_s: float) -> _Destination:
     slot_ms = round((config.timeout + lease_margin_s) * 1000)
-    # The same burst as LocalLimits: one second's worth, at least one request.
-    burst = 1.0 if config.rate_limit is None else max(1.0, config.rate_limit)
-    return _Destination(config.concurrency, slot_ms, config.rate_limit, burst)
+    return _Destination(config.concurrency, slot_ms, config.rate_limit or ())

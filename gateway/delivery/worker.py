@@ -187,7 +187,7 @@ class Worker:
         now_ms = self._clock.now_ms()
         if due_ms > now_ms:
             return due_ms - now_ms
-        ready = [await self._limits.next_ready_ms(name) for name in self._destinations]
+        ready = [await self._limits.next_ready_ms(name, now_ms) for name in self._destinations]
         return min((at_ms - now_ms for at_ms in ready if at_ms is not None and at_ms > now_ms), default=0)
 
     def _idle_s(self, look_ms: int | None) -> float:

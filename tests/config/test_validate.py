@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config.units import RateWindow
 from gateway.errors import ConfigError
 from gateway.routing.compiled import load_config
 
@@ -53,7 +54,7 @@ def test_valid_config_loads_with_defaults_and_units(write_config: Callable[[str]
     assert config.destinations["crm"].timeout == 0.5
     assert config.destinations["crm"].retry.backoff == 2.0
     assert config.destinations["crm"].retry.max_backoff == 60.0
-    assert config.destinations["slack"].rate_limit == 1.0
+    assert config.destinations["slack"].rate_limit == (RateWindow(1, 1000),)
     assert config.destinations["crm"].url == "http://crm.invalid/notes"
     assert loaded.source_path("missive") == "/hooks/missive"
     assert [route.name for route in loaded.routes_for("missive")] == ["vip"]

@@ -93,3 +93,14 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
             yield Rig(store, session)
     finally:
         await store.close()
+
+
+def most_in_any_window(starts_ms: list[int], window_ms: int) -> int:
+    """The most start times found in any window [t, t + window_ms), counted directly from the times."""
+    ordered = sorted(starts_ms)
+    most, first = 0, 0
+    for last, at_ms in enumerate(ordered):
+        while ordered[first] <= at_ms - window_ms:
+            first += 1
+        most = max(most, last - first + 1)
+    return most

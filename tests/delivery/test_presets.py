@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import textwrap
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from gateway.model import Attempt, Delivery, DeliveryFilter, DeliveryStatus
 from gateway.routing.compiled import LoadedConfig, load_config
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import fixture_bytes
+from tests.delivery.conftest import most_in_any_window
 from tests.fakes import json_reply
 from tests.services.apis import MissiveApi, PagerDutyEvents
 from tests.services.chat import (
@@ -55,10 +57,12 @@ class Gateway:
         return self.loaded
 
     async def receive(self, fixture: str = EMAIL, times: int = 1) -> None:
-        assert self.loaded is not None
-        for n in range(times):
-            body = fixture_bytes(fixture).rstrip() + b" " * n  # distinct bodies: not deduplicated
-            accepted = await accept(self.loaded, self.store, "missive", body, None, self.clock.now_ms())
+        """Accept `times` copies of a payload fixture (told apart by trailing spaces, so none is a duplicate)."""
+        loaded, now_ms = self.loaded, self.clock.now_ms()
+        assert loaded is not None
+        bodies = [fixture_bytes(fixture).rstrip() + b" " * n for n in range(times)]
+        for accepted in await asyncio.gather(*(accept(loaded, self.store, "missive", body, None, now_ms)
+                                               for body in bodies)):  # fmt: skip
             assert accepted.result is not None and accepted.result.deliveries == 1
 
     async def deliver(self) -> list[Delivery]:
@@ -239,6 +243,20 @@ async def test_missive_preset_keeps_five_requests_in_flight_at_most(gw: Gateway)
     assert loaded.config.destinations["d"].concurrency == 5
     assert statuses(deliveries) == [DELIVERED] * 12
     assert (missive.max_in_flight, missive.too_many_at_once) == (5, 0)
+
+
+async def test_missive_preset_keeps_to_300_a_minute_and_900_per_15_minutes(gw: Gateway) -> None:
+    async with MissiveApi(now_ms=gw.clock.now_ms) as missive:
+        loaded = gw.configure(f"type: missive\nurl: {missive.posts_url()}\ntoken: {missive.token}\n", MISSIVE_POST)
+        await gw.receive(times=950)
+        deliveries = await gw.deliver()
+
+    assert [rate.text for rate in loaded.config.destinations["d"].rate_limit or ()] == ["300/m", "900/15m"]
+    assert statuses(deliveries) == [DELIVERED] * 950
+    assert len(missive.received) == 950  # not one 429: the gateway kept to Missive's limits
+    starts = missive.accepted_at_ms
+    assert (most_in_any_window(starts, 15 * 60_000), most_in_any_window(starts, 60_000)) == (900, 300)
+    assert starts[900] - starts[0] == 15 * 60_000  # the 901st waits until the first leaves the window
 
 
 async def test_missive_429_waits_its_retry_after(gw: Gateway) -> None:

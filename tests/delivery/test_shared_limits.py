@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -22,10 +23,12 @@ from gateway.delivery.worker import LEASE_MARGIN_S, Worker
 from gateway.errors import StoreUnavailable
 from gateway.model import AttemptResult, Delivery, DeliveryStatus, NewDelivery, NewEvent, RenderedRequest
 from gateway.store.redis import RedisStore, connect
+from tests.delivery.conftest import most_in_any_window
 from tests.fakes import FakeDestination, Reply
 from tests.redis_server import RedisServer
 
 T0 = 1_700_000_000_000
+QUARTER_MS = 15 * 60_000
 TIMEOUT_S = 10.0
 SLOT_MS = round((TIMEOUT_S + LEASE_MARGIN_S) * 1000)
 
@@ -75,26 +78,45 @@ async def test_concurrency_is_shared_across_replicas(replicas: Replicas) -> None
 async def test_rate_is_shared_across_replicas(replicas: Replicas) -> None:
     a, b = replicas(d=destination(concurrency=10, rate_limit="2/s"))
 
-    assert await a.capacity("d", T0) == 2  # a burst of one second's worth
+    assert await a.capacity("d", T0) == 2  # the whole window's count
     await a.started("d", 2)
-    assert await b.capacity("d", T0) == 0
+    assert await b.capacity("d", T0 + 500) == 0
     await b.started("d", 0)
-    assert await b.next_ready_ms("d") == T0 + 500
-    assert await b.capacity("d", T0 + 499) == 0
+    assert await b.next_ready_ms("d", T0 + 500) == T0 + 1000
+    assert await b.capacity("d", T0 + 999) == 0
     await b.started("d", 0)
-    assert await b.capacity("d", T0 + 500) == 1
+    assert await b.capacity("d", T0 + 1000) == 2
     await b.started("d", 1)
-    assert await a.capacity("d", T0 + 500) == 0
+    assert await a.capacity("d", T0 + 1000) == 1
+    await a.started("d", 1)
+    assert await a.next_ready_ms("d", T0 + 1000) == T0 + 2000
 
 
-async def test_unused_tokens_go_back_to_the_other_replicas(replicas: Replicas) -> None:
+async def test_unused_starts_go_back_to_the_other_replicas(replicas: Replicas) -> None:
     a, b = replicas(d=destination(concurrency=10, rate_limit="3/s"))
 
     assert await a.capacity("d", T0) == 3
     await a.started("d", 1)
 
     assert await b.capacity("d", T0) == 2
-    assert await b.next_ready_ms("d") == T0 + 334  # the bucket is empty while b holds the last two
+    assert await b.next_ready_ms("d", T0) == T0 + 1000  # full while b holds the last two
+
+
+async def test_replicas_never_start_901_in_any_15_minutes(replicas: Replicas) -> None:
+    rng = random.Random(5)
+    many = replicas(3, d=destination(concurrency=256, rate_limit=["300/m", "900/15m"]))
+    starts: list[int] = []
+    now_ms = T0
+    while now_ms < T0 + 4 * QUARTER_MS:
+        limits = rng.choice(many)
+        granted = await limits.capacity("d", now_ms)
+        used = rng.randint(0, granted)
+        await limits.started("d", used)  # never finished: their slots expire after the lease, in fake time
+        starts += [now_ms] * used
+        now_ms += rng.randint(0, 15_000)
+
+    assert most_in_any_window(starts, QUARTER_MS) == 900
+    assert most_in_any_window(starts, 60_000) == 300
 
 
 async def test_a_dead_replicas_slots_free_up_after_its_lease(replicas: Replicas) -> None:
@@ -135,13 +157,13 @@ async def test_an_unknown_destination_may_start_nothing(replicas: Replicas) -> N
     (limits,) = replicas(1, d=destination())
 
     assert await limits.capacity("other", T0) == 0
-    assert await limits.next_ready_ms("other") is None
-    assert await limits.next_ready_ms("d") is None  # no rate limit: never held back by one
+    assert await limits.next_ready_ms("other", T0) is None
+    assert await limits.next_ready_ms("d", T0) is None  # no rate limit: never held back by one
 
 
 # --- one replica answers exactly like LocalLimits ---
 
-Step = tuple[str, int]  # ("capacity", now offset ms) | ("started", count) | ("finished", 0) | ("next_ready", 0)
+Step = tuple[str, int]  # ("capacity" | "next_ready", now offset ms) | ("started", count) | ("finished", 0)
 
 
 @pytest.mark.parametrize(
@@ -155,10 +177,11 @@ Step = tuple[str, int]  # ("capacity", now offset ms) | ("started", count) | ("f
             id="concurrency-and-rate",
         ),
         pytest.param(
-            {"concurrency": 10, "rate_limit": "300/m"},
-            [("capacity", 0), ("started", 5), ("next_ready", 0), ("capacity", 100), ("started", 0),
-             ("capacity", 450), ("started", 1), ("next_ready", 0), ("capacity", 10_000), ("started", 3)],
-            id="burst-of-five-then-refill",
+            {"concurrency": 10, "rate_limit": ["4/m", "6/5m"]},
+            [("capacity", 0), ("started", 3), ("next_ready", 0), ("capacity", 100), ("started", 1),
+             ("next_ready", 450), ("capacity", 60_000), ("started", 2), ("next_ready", 60_000),
+             ("capacity", 300_000), ("started", 3), ("capacity", 300_100), ("started", 1)],
+            id="two-windows",
         ),
         pytest.param(
             {"concurrency": 3},
@@ -187,7 +210,7 @@ async def run_steps(limits: Limits, steps: list[Step]) -> list[int | None]:
         elif step == "finished":
             await limits.finished("d")
         else:
-            answers.append(await limits.next_ready_ms("d"))
+            answers.append(await limits.next_ready_ms("d", T0 + value))
     return answers
 
 
