@@ -15,6 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """`1 problem`, `2 problems`; `nouns` for an irregular plural (`delivery`, `deliveries`)."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
 class GatewayError(Exception):
     """Base class of every error the gateway raises on purpose."""
 
@@ -45,6 +50,10 @@ class ConfigError(GatewayError):
 
     def render(self) -> str:
         return "\n".join(f"{self.file}: {problem}" for problem in self.problems)
+
+    def headline(self, what: str) -> str:
+        """`config.yaml: 2 problems in the config:`, the line above `render()`'s."""
+        return f"{self.file}: {plural(len(self.problems), 'problem')} in {what}:"
 
 
 class SignatureError(GatewayError):

@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 
 from gateway.config.schema import Model
 from gateway.config.yaml_source import join_path, read_yaml
-from gateway.errors import ConfigError, ConfigProblem, GatewayError
+from gateway.errors import ConfigError, ConfigProblem, GatewayError, plural
 from gateway.mask import Masker
 from gateway.routing.compiled import LoadedConfig
 from gateway.routing.dry_run import dry_run, pick_source
@@ -351,7 +351,7 @@ def format_results(results: list[CaseResult]) -> str:
         for result in results
     ]
     failed = sum(not result.passed for result in results)
-    lines.append(f"{len(results)} cases: {len(results) - failed} passed, {failed} failed")
+    lines.append(f"{plural(len(results), 'case')}: {len(results) - failed} passed, {failed} failed")
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.delivery.dead_letters import ReplayOutcome
+from gateway.errors import plural
 
 ERROR_CHARS = 60
 
@@ -21,7 +22,7 @@ def format_deliveries(listed: dict[str, Any]) -> str:
     ]
     lines = table(["ID", "STATUS", "ATTEMPTS", "ROUTE", "DESTINATION", "CREATED", "LAST ERROR"], rows)
     more = "; the limit was reached, narrow the filters or raise --limit" if listed["count"] >= listed["limit"] else ""
-    count = f"{len(documents)} {'delivery' if len(documents) == 1 else 'deliveries'}"
+    count = plural(len(documents), "delivery", "deliveries")
     return "\n".join([*lines, count + more])
 
 

@@ -86,11 +86,9 @@ def _log_args(parser: argparse.ArgumentParser) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     loaded = load_config(args.config)
-    config = loaded.config
-    print(
-        f"{args.config}: ok ({len(config.sources)} sources, {len(config.destinations)} destinations, "
-        f"{len(config.routes)} routes)"
-    )
+    for warning in loaded.warnings():
+        print(f"{args.config}: warning: {warning}", file=sys.stderr)
+    print(f"{args.config}: ok ({loaded.summary()})")
     return 0
 
 
@@ -102,7 +100,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _print_problems(exc: ConfigError, what: str) -> None:
-    print(f"{exc.file}: {len(exc.problems)} problem(s) in {what}:", file=sys.stderr)
+    print(exc.headline(what), file=sys.stderr)
     print(SECRETS.mask(exc.render()), file=sys.stderr)
 
 

@@ -6,9 +6,11 @@ from these models: every field has a description, and unknown keys are errors.
 
 from __future__ import annotations
 
+import difflib
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -41,6 +43,33 @@ Rates = Annotated[
         "description": "a rate, or a list of rates that must all allow a request: '1/s', '300/m', '900/15m'",
     }),
 ]  # fmt: skip
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _http_method(value: str) -> str:
+    method = value.strip().upper()
+    if method not in HTTP_METHODS:
+        guess = difflib.get_close_matches(method, HTTP_METHODS, n=1)
+        advice = f"did you mean '{guess[0]}'?" if guess else f"use one of {', '.join(HTTP_METHODS)}"
+        raise ValueError(f"{value!r} is not an HTTP method; {advice}")
+    return method
+
+
+def _not_blank(secret: SecretStr) -> SecretStr:
+    if not secret.get_secret_value().strip():
+        raise ValueError(
+            "the secret is empty: anyone could sign or authenticate with an empty key; set it (an environment "
+            "variable set to '' gives an empty value) or remove the entry"
+        )
+    return secret
+
+
+HttpMethod = Annotated[
+    str,
+    AfterValidator(_http_method),
+    WithJsonSchema({"type": "string", "enum": list(HTTP_METHODS), "description": "an HTTP method (any case)"}),
+]
+Secret = Annotated[SecretStr, AfterValidator(_not_blank)]
 DestinationType = Literal["http", "slack", "discord", "teams", "missive", "google_chat", "mattermost", "pagerduty"]
 
 
@@ -88,7 +117,7 @@ class StorageConfig(Model):
 
 
 class AdminConfig(Model):
-    token: SecretStr | None = Field(
+    token: Secret | None = Field(
         None, description="Bearer token for /admin/ and the console's login; both are off (404) when unset."
     )
     host: str | None = Field(
@@ -114,7 +143,7 @@ class AdminConfig(Model):
 
 class SourceConfig(Model):
     path: str | None = Field(None, description="URL path that receives this source's webhooks; default /hooks/<name>.")
-    secrets: list[SecretStr] = Field(
+    secrets: list[Secret] = Field(
         default_factory=list,
         description="Signing secrets; a request signed with any one is accepted (several during rotation). "
         "Empty: unsigned requests are accepted, and the gateway warns at start-up.",
@@ -129,7 +158,7 @@ class RetryConfig(Model):
 
 
 class SignConfig(Model):
-    secret: SecretStr = Field(description="HMAC-SHA256 key used to sign outgoing bodies.")
+    secret: Secret = Field(description="HMAC-SHA256 key used to sign outgoing bodies.")
     header: str = Field("X-Gateway-Signature", description="Header that carries 'sha256=<hex>'.")
 
 
@@ -145,12 +174,12 @@ class AuthConfig(Model):
     """How the gateway proves who it is to a destination; added to each request when it is sent, never stored."""
 
     type: AuthType = Field(description="bearer, basic or oauth2_client_credentials.")
-    token: SecretStr | None = Field(None, description="type bearer: the token, sent as 'Authorization: Bearer ...'.")
+    token: Secret | None = Field(None, description="type bearer: the token, sent as 'Authorization: Bearer ...'.")
     username: str | None = Field(None, description="type basic: the user name.")
-    password: SecretStr | None = Field(None, description="type basic: the password.")
+    password: Secret | None = Field(None, description="type basic: the password.")
     token_url: str | None = Field(None, description="type oauth2_client_credentials: the token endpoint (https URL).")
     client_id: str | None = Field(None, description="type oauth2_client_credentials: the client id.")
-    client_secret: SecretStr | None = Field(None, description="type oauth2_client_credentials: the client secret.")
+    client_secret: Secret | None = Field(None, description="type oauth2_client_credentials: the client secret.")
     scope: str | None = Field(None, description="type oauth2_client_credentials: scopes asked for, space-separated.")
     audience: str | None = Field(None, description="type oauth2_client_credentials: the audience asked for.")
     client_auth: Literal["body", "basic"] | None = Field(
@@ -180,9 +209,9 @@ class DestinationConfig(Model):
     url: str | None = Field(
         None, description="Where to send (a template). Required except for types missive and pagerduty."
     )
-    method: str = Field("POST", description="HTTP method.")
+    method: HttpMethod = Field("POST", description="HTTP method.")
     headers: dict[str, str] = Field(default_factory=dict, description="Headers sent with every request (templates).")
-    token: SecretStr | None = Field(
+    token: Secret | None = Field(
         None, description="Bearer token (Slack chat.postMessage bot token, Missive API token); short for auth type "
         "bearer."
     )
@@ -195,7 +224,7 @@ class DestinationConfig(Model):
     )
     concurrency: int = Field(4, ge=1, le=256, description="Most requests in flight at once.")
     sign: SignConfig | None = Field(None, description="Sign outgoing bodies (type http) so receivers can verify us.")
-    routing_key: SecretStr | None = Field(
+    routing_key: Secret | None = Field(
         None, description="PagerDuty Events v2 routing key (type pagerduty), added to every event's body."
     )
 
@@ -274,7 +303,7 @@ class SendConfig(Model):
     )
     headers: dict[str, str] | None = Field(None, description="Extra headers (templates), added to the destination's.")
     url: str | None = Field(None, description="Overrides the destination's URL (a template).")
-    method: str | None = Field(None, description="Overrides the destination's method.")
+    method: HttpMethod | None = Field(None, description="Overrides the destination's method.")
 
     @model_validator(mode="after")
     def _one_body(self) -> SendConfig:

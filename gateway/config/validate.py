@@ -9,37 +9,56 @@ and templates finds, and raises them together.
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
 import pydantic
 from pydantic import BaseModel
 
+from gateway.config.prune import PrunedConfig, prune
 from gateway.config.schema import GatewayConfig, RouteConfig
 from gateway.config.yaml_source import YamlDocument, join_path, read_yaml
 from gateway.errors import ConfigError, ConfigProblem
+from gateway.mask import Masker
+
+_QUOTED = re.compile(r"'([^']*)'")
 
 
 @dataclass(frozen=True)
 class ReadConfig:
-    """A config that passed the schema and the cross-checks; `problems` collects what later steps find."""
+    """A config read, validated and cross-checked; `problems` collects what later steps find.
+
+    When the schema rejected parts of the file, `config` is what was left once they were cut out
+    (`gateway.config.prune`), `found` holds the schema's problems, and `fail_if_problems` reports
+    them all, the later ones under the file's own paths.
+    """
 
     file: Path
     document: YamlDocument
     config: GatewayConfig
     problems: list[ConfigProblem]
+    found: list[ConfigProblem] = field(default_factory=list)
+    pruned: PrunedConfig | None = None
 
     def fail_if_problems(self) -> None:
-        if self.problems:
-            raise ConfigError(str(self.file), with_lines(self.problems, self.document))
+        later = self.problems
+        if self.pruned is not None:
+            pruned = self.pruned
+            later = [replace(p, path=pruned.original_path(p.path)) for p in later]
+            later = [p for p in later if not pruned.touches_cut(p.path)]
+        reported = {problem.path for problem in self.found}  # e.g. an unset variable: its value fails later too
+        later = [problem for problem in later if problem.path not in reported]
+        if self.found or later:
+            raise ConfigError(str(self.file), finished(self.found + later, self.document))
 
 
 def read_config(file: str | Path, environ: typing.Mapping[str, str] | None = None) -> ReadConfig:
-    """Read, interpolate, validate and cross-check `file`; raise ConfigError if the schema rejects it."""
+    """Read, interpolate, validate and cross-check `file`; raise ConfigError when nothing can be checked further."""
     path = Path(file)
     try:
         text = path.read_text(encoding="utf-8")
@@ -48,36 +67,48 @@ def read_config(file: str | Path, environ: typing.Mapping[str, str] | None = Non
     except UnicodeDecodeError:
         raise ConfigError(str(path), [ConfigProblem("", "the file is not UTF-8 text")]) from None
     document = read_yaml(text, environ)
-    problems = list(document.problems)
-    config = _validate(document, problems) if not problems else None
+    found = list(document.problems)
+    if not isinstance(document.data, dict):
+        if document.data is not None or not found:
+            found.append(ConfigProblem("", "the config must be a mapping with at least 'sources'", 1,
+                                       "start from config.example.yaml"))
+        raise ConfigError(str(path), finished(found, document))
+    config, pruned = _validate(document, found)
     if config is None:
-        raise ConfigError(str(path), with_lines(problems, document))
+        raise ConfigError(str(path), finished(found, document))
+    problems: list[ConfigProblem] = []
     _cross_check(config, problems)
-    return ReadConfig(path, document, config, problems)
+    return ReadConfig(path, document, config, problems, found, pruned)
 
 
-def with_lines(problems: list[ConfigProblem], document: YamlDocument) -> list[ConfigProblem]:
+def finished(problems: list[ConfigProblem], document: YamlDocument) -> list[ConfigProblem]:
+    """`problems` ready to show: each with its line, and no value of a secret-looking variable in the text."""
+    masker = Masker(document.secret_values)
     return [
-        problem if problem.line is not None else ConfigProblem(
-            problem.path, problem.message, document.line_of(problem.path), problem.hint
+        ConfigProblem(
+            problem.path, masker.text(problem.message), problem.line or document.line_of(problem.path),
+            masker.text(problem.hint) if problem.hint else None,
         )
         for problem in problems
     ]
 
 
-def _validate(document: YamlDocument, problems: list[ConfigProblem]) -> GatewayConfig | None:
-    if not isinstance(document.data, dict):
-        problems.append(ConfigProblem("", "the config must be a mapping with at least 'sources'", 1,
-                                      "start from config.example.yaml"))
-        return None
+def _validate(document: YamlDocument, found: list[ConfigProblem]) -> tuple[GatewayConfig | None, PrunedConfig | None]:
+    """The config, or what is left of it once the parts the schema rejects are cut out (their problems in `found`)."""
     try:
-        return GatewayConfig.model_validate(document.data)
+        return GatewayConfig.model_validate(document.data), None
     except pydantic.ValidationError as exc:
-        problems.extend(_problem_from(error) for error in exc.errors())
-        return None
+        errors = exc.errors()
+    reported = {problem.path for problem in found}  # a YAML problem there (an unset variable) says it already
+    for error in errors:
+        problem = _problem_from(error, document)
+        if problem.path not in reported:
+            found.append(problem)
+    pruned = prune(document.data, errors)
+    return (pruned.config if pruned else None), pruned
 
 
-def _problem_from(error: Any) -> ConfigProblem:
+def _problem_from(error: Any, document: YamlDocument) -> ConfigProblem:
     loc: tuple[str | int, ...] = tuple(error["loc"])
     path = ""
     for part in loc:
@@ -85,11 +116,17 @@ def _problem_from(error: Any) -> ConfigProblem:
     kind, message = error["type"], str(error["msg"]).removeprefix("Value error, ")
     if kind == "extra_forbidden":
         known = _fields_at(loc[:-1])
-        guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        hint = f"did you mean '{guess[0]}'?" if guess else f"known keys here: {', '.join(sorted(known))}"
+        hint = _did_you_mean(str(loc[-1]), known) or f"known keys here: {', '.join(sorted(known))}"
         return ConfigProblem(path, f"unknown key '{loc[-1]}'", hint=hint)
     if kind == "missing":
         return ConfigProblem(path, f"'{loc[-1]}' is required here", hint="add it")
+    if kind == "literal_error":
+        options = _QUOTED.findall(str(error.get("ctx", {}).get("expected", "")))
+        return ConfigProblem(path, f"{error['input']!r} is not one of: {', '.join(options)}",
+                             hint=_did_you_mean(str(error["input"]), options))
+    names = document.variables.get(path)
+    if names:
+        message += " (the value of " + ", ".join(f"${{{name}}}" for name in names) + ")"
     return ConfigProblem(path, message)
 
 
@@ -102,10 +139,17 @@ def _fields_at(loc: tuple[str | int, ...]) -> list[str]:
             fields = {(info.alias or name): info for name, info in model.model_fields.items()}
             annotation = fields[str(part)].annotation if str(part) in fields else None
         else:
-            args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
-            annotation = args[-1] if args else None
+            annotation = _item_of(annotation)
     model = _model_in(annotation)
     return [info.alias or name for name, info in model.model_fields.items()] if model else []
+
+
+def _item_of(annotation: Any) -> Any:
+    """The type of the items of a list or dict annotation (`list[Condition] | None` -> Condition)."""
+    for option in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(option) in (list, dict):
+            return typing.get_args(option)[-1]
+    return None
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
@@ -116,12 +160,16 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _did_you_mean(name: str, options: Iterable[str]) -> str | None:
+    guess = difflib.get_close_matches(name, list(options), n=1)
+    return f"did you mean '{guess[0]}'?" if guess else None
+
+
 def _suggest(name: str, known: Iterable[str], kind: str) -> str:
     options = sorted(known)
-    guess = difflib.get_close_matches(name, options, n=1)
-    if guess:
-        return f"did you mean '{guess[0]}'?"
-    return f"define it under '{kind}'" + (f" (known: {', '.join(options)})" if options else "")
+    return _did_you_mean(name, options) or f"define it under '{kind}'" + (
+        f" (known: {', '.join(options)})" if options else ""
+    )
 
 
 _RESERVED_PATHS = ("/healthz", "/readyz", "/metrics", "/console")

@@ -3,6 +3,11 @@
 Produces plain Python data plus a map from YAML paths (`routes[2].send[0].to`) to line
 numbers, expands `${VAR}` / `${VAR:-default}` in string values, and reports duplicate keys,
 which PyYAML would otherwise silently collapse.
+
+Hostile YAML gets one problem, never a traceback or a stall: aliases that would expand past
+`MAX_VALUES` values ("billion laughs") are refused before anything is expanded, and so are
+recursive aliases, nesting too deep to parse, keys that are not plain values, and tags other
+than YAML's own (`!!python/object...`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class YamlDocument:
     lines: dict[str, int] = field(default_factory=dict)
     problems: list[ConfigProblem] = field(default_factory=list)
     secret_values: set[str] = field(default_factory=set)
+    variables: dict[str, list[str]] = field(default_factory=dict)  # path -> the ${VAR}s its value was read from
 
     def line_of(self, path: str) -> int | None:
         """Line of `path`, or of its nearest ancestor that exists in the file."""
@@ -47,21 +53,76 @@ class YamlDocument:
         return None
 
 
+MAX_VALUES = 100_000  # far above any real config; a config that expands past it is refused before expanding
+_TAB_HINT = "indent with spaces: YAML does not allow tabs in indentation"
+_PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+
+
 def read_yaml(text: str, environ: Mapping[str, str] | None = None) -> YamlDocument:
-    """Parse `text`; syntax errors become a single problem with the line, never an exception."""
+    """Parse `text`; every problem (syntax, hostile structure) becomes one problem with its line, never an exception."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return YamlDocument(
-            data=None,
-            problems=[ConfigProblem("", f"not valid YAML: {reason}", line, "check the indentation and quoting")],
-        )
+        return YamlDocument(data=None, problems=[_syntax_problem(exc, text)])
+    except RecursionError:
+        return YamlDocument(data=None, problems=[ConfigProblem("", "the YAML is nested too deeply", 1)])
+    if root is None:
+        return YamlDocument(data=None)
+    refused = _refuse_expansion(root)
+    if refused is not None:
+        return YamlDocument(data=None, problems=[refused])
     builder = _Builder(os.environ if environ is None else environ)
-    data = builder.build(root, "") if root is not None else None
-    return YamlDocument(data=data, lines=builder.lines, problems=builder.problems, secret_values=builder.secrets)
+    data = builder.build(root, "")
+    return YamlDocument(data, builder.lines, builder.problems, builder.secrets, builder.variables)
+
+
+def _syntax_problem(exc: yaml.YAMLError, text: str) -> ConfigProblem:
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    lines = text.splitlines()
+    source_line = lines[mark.line] if mark is not None and mark.line < len(lines) else ""
+    if "\t" in source_line[: len(source_line) - len(source_line.lstrip())] or "'\\t'" in reason:
+        return ConfigProblem("", "a tab in the indentation", line, _TAB_HINT)
+    return ConfigProblem("", f"not valid YAML: {reason}", line, "check the indentation and quoting")
+
+
+def _refuse_expansion(root: yaml.Node) -> ConfigProblem | None:
+    """A problem when aliases make `root` recursive or expand past MAX_VALUES; counted without expanding."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in open_nodes:
+            raise _Recursive(node)
+        open_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(key) + size(value) for key, value in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(item) for item in node.value)
+        else:
+            total = 1
+        open_nodes.discard(id(node))
+        sizes[id(node)] = min(total, MAX_VALUES + 1)
+        return sizes[id(node)]
+
+    try:
+        total = size(root)
+    except _Recursive as exc:
+        return ConfigProblem("", "an alias refers to the value that contains it (a recursive alias)",
+                             exc.node.start_mark.line + 1, "aliases (*name) may only repeat a value defined apart")
+    if total > MAX_VALUES:
+        return ConfigProblem("", f"aliases expand this config past {MAX_VALUES} values", None,
+                             "repeat values with fewer nested aliases (*name)")
+    return None
+
+
+class _Recursive(Exception):
+    def __init__(self, node: yaml.Node) -> None:
+        self.node = node
 
 
 class _Builder:
@@ -70,24 +131,51 @@ class _Builder:
         self.lines: dict[str, int] = {}
         self.problems: list[ConfigProblem] = []
         self.secrets: set[str] = set()
+        self.variables: dict[str, list[str]] = {}
         self._constructor = yaml.SafeLoader("")
 
     def build(self, node: yaml.Node, path: str) -> Any:
-        self.lines.setdefault(path, node.start_mark.line + 1)
+        line = node.start_mark.line + 1
+        self.lines.setdefault(path, line)
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in _PLAIN_TAGS:
+            return self._unsupported(node, path)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, join_path(path, index)) for index, item in enumerate(node.value)]
-        value = self._constructor.construct_object(node, deep=True)
-        return self._interpolate(value, path, node.start_mark.line + 1) if isinstance(value, str) else value
+        value = self._scalar(node, path)
+        return self._interpolate(value, path, line) if isinstance(value, str) else value
+
+    def _scalar(self, node: yaml.Node, path: str) -> Any:
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except yaml.YAMLError:
+            return self._unsupported(node, path)
+
+    def _unsupported(self, node: yaml.Node, path: str) -> None:
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        self.problems.append(ConfigProblem(path, f"unsupported YAML tag '{tag}'", node.start_mark.line + 1,
+                                           "write plain values: text, numbers, true/false, lists and mappings"))
 
     def _mapping(self, node: yaml.MappingNode, path: str) -> dict[Any, Any]:
-        self._constructor.flatten_mapping(node)
+        try:
+            self._constructor.flatten_mapping(node)
+        except yaml.YAMLError as exc:
+            self.problems.append(ConfigProblem(path, f"a merge key (<<) {getattr(exc, 'problem', exc)}",
+                                               node.start_mark.line + 1, "merge mappings only"))
+            return {}
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = self._constructor.construct_object(key_node, deep=True)
-            child = join_path(path, str(key))
             line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problems.append(ConfigProblem(path, "a key is a list or a mapping", line,
+                                                   "keys are plain names, like 'url:'"))
+                continue
+            found = len(self.problems)
+            key = self._scalar(key_node, path)
+            if len(self.problems) > found:
+                continue
+            child = join_path(path, str(key))
             if key in result:
                 self.problems.append(
                     ConfigProblem(child, f"key '{key}' appears twice", line, "keep one; YAML would use the last")
@@ -105,6 +193,7 @@ class _Builder:
             name, default = match.group(1), match.group(2)
             if name is None:
                 return "$"
+            self.variables.setdefault(path, []).append(name)
             found = self.environ.get(name)
             if found is None or (found == "" and default is not None):
                 if default is None:

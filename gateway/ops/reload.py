@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gateway.clock import SystemClock
 from gateway.config.schema import GatewayConfig, StorageConfig
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, plural
 from gateway.ops.config_holder import ConfigHolder, RejectedReload
 from gateway.ops.logs import SECRETS, remember_secrets
 from gateway.ops.metrics import Metrics
@@ -72,6 +72,8 @@ class Reloader:
         self._metrics = metrics
         self._poll_interval_s = poll_interval_s
         self._requested = asyncio.Event()
+        # Settings bound at start-up stay as they were then, whatever later reloads said: compare with these.
+        self._in_force = holder.active.loaded.config
 
     def request(self) -> None:
         """Reload as soon as possible, whether or not the file changed (SIGHUP)."""
@@ -84,8 +86,8 @@ class Reloader:
             new = await asyncio.to_thread(load_config, old.file)
         except ConfigError as exc:
             log.error(
-                "config reload (%s) rejected, %d problem(s); still serving the previous config",
-                why, len(exc.problems), extra={"config": exc.file},
+                "config reload (%s) rejected, %s; still serving the previous config",
+                why, plural(len(exc.problems), "problem"), extra={"config": exc.file},
             )
             for problem in exc.problems:
                 log.error("%s: %s", exc.file, problem, extra={"config": exc.file})
@@ -96,13 +98,9 @@ class Reloader:
         remember_secrets(new)
         self._holder.swap(new)
         await self._on_applied(new)
-        for setting in needs_restart(old.config, new.config):
+        for setting in needs_restart(self._in_force, new.config):
             log.warning("config reload: %s changed; it needs a restart to take effect", setting)
-        config = new.config
-        log.info(
-            "config reloaded (%s): %d sources, %d destinations, %d routes",
-            why, len(config.sources), len(config.destinations), len(config.routes), extra={"config": str(new.file)},
-        )
+        log.info("config reloaded (%s): %s", why, new.summary(), extra={"config": str(new.file)})
         self._count(applied=True)
         return True
 

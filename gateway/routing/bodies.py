@@ -18,6 +18,7 @@ from typing import Any
 from jinja2 import TemplateSyntaxError, nodes
 from jinja2.environment import Template
 
+from gateway.config.files import read_beside
 from gateway.config.presets import TEAMS_CARD_CONTENT_TYPE
 from gateway.config.schema import SendConfig
 from gateway.errors import ConfigProblem, RenderError
@@ -222,14 +223,12 @@ def compile_body(
     if send.template is not None:
         return TextBody(compile_text(send.template, f"{at}.template", problems), send.template)
     if send.template_file is not None:
-        path = f"{at}.template_file"
-        file = base_dir / send.template_file
+        path, file = f"{at}.template_file", base_dir / send.template_file
         try:
-            source = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = "not found" if isinstance(exc, FileNotFoundError) else f"cannot be read ({exc})"
-            hint = "paths are relative to the config file"
-            problems.append(ConfigProblem(path, f"template file {file} {reason}", hint=hint))
+            source = read_beside(base_dir, send.template_file)
+        except ValueError as exc:
+            hint = "paths are relative to the config file, inside its folder"
+            problems.append(ConfigProblem(path, f"template file {file} {exc}", hint=hint))
             return TextBody("")
         return TextBody(compile_text(source, path, problems, origin=str(file)), source)
     if method in BODILESS_METHODS:

@@ -14,7 +14,7 @@ from pathlib import Path
 from gateway.config.credentials import config_credentials
 from gateway.config.schema import GatewayConfig
 from gateway.config.validate import read_config
-from gateway.errors import ConfigProblem
+from gateway.errors import ConfigProblem, plural
 from gateway.mask import Masker
 from gateway.routing.conditions import Predicate, compile_condition
 from gateway.routing.sandbox import RenderLimits
@@ -49,6 +49,23 @@ class LoadedConfig:
 
     def source_path(self, name: str) -> str:
         return self.config.sources[name].path or f"/hooks/{name}"
+
+    def summary(self) -> str:
+        """`1 source, 2 destinations, 3 routes`."""
+        config = self.config
+        return (
+            f"{plural(len(config.sources), 'source')}, {plural(len(config.destinations), 'destination')}, "
+            f"{plural(len(config.routes), 'route')}"
+        )
+
+    def warnings(self) -> list[str]:
+        """What is valid but dangerous: logged by `serve` at start-up and on reload, printed by `gateway check`."""
+        return [
+            f"SOURCE {name} HAS NO SECRETS: anyone who can reach {self.source_path(name)} can inject events. "
+            f"Set a secret on the Missive rule and list it under sources.{name}.secrets."
+            for name, source in self.config.sources.items()
+            if not source.secrets
+        ]
 
     def routes_for(self, source: str) -> list[CompiledRoute]:
         """The routes that see `source`'s events, in order (grouped once: ingest asks on every request)."""

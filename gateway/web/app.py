@@ -100,12 +100,8 @@ async def _announce(app: web.Application) -> None:
 
 
 def _describe(loaded: LoadedConfig) -> None:
-    for name, source in loaded.config.sources.items():
+    for name in loaded.config.sources:
         routes = [route.name for route in loaded.routes_for(name)]
         log.info("source %s: POST %s -> routes %s", name, loaded.source_path(name), routes or "(none)")
-        if not source.secrets:
-            log.warning(
-                "SOURCE %s HAS NO SECRETS: anyone who can reach %s can inject events. "
-                "Set a secret on the Missive rule and list it under sources.%s.secrets.",
-                name, loaded.source_path(name), name,
-            )
+    for warning in loaded.warnings():
+        log.warning("%s", warning)

@@ -351,7 +351,7 @@ def test_the_command_reports_a_broken_cases_file_like_a_config(
 
     assert (code, out) == (1, "")
     assert err.splitlines() == [
-        f"{cases}: 1 problem(s) in the cases file:",
+        f"{cases}: 1 problem in the cases file:",
         f"{cases}: line 3: cases[0].matched[0]: no route 'vpi' for source 'missive'; did you mean 'vip'?",
     ]
 

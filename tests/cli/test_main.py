@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 
 from gateway.cli.main import main
 from tests.conftest import FIXTURES
+from tests.processes import free_port
 
 CONFIG = """\
 sources:
@@ -55,9 +57,59 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_check_accepts_a_valid_config(write_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "check", "-c", str(write_config(CONFIG)))
+    path = write_config(CONFIG)
+    code, out, err = run(capsys, "check", "-c", str(path))
     assert code == 0
     assert "ok (2 sources, 2 destinations, 3 routes)" in out
+    # the warning `serve` logs at start-up (tests/ingest/test_accept.py), for the source without secrets
+    assert err == (
+        f"{path}: warning: SOURCE other HAS NO SECRETS: anyone who can reach /hooks/other can inject events. "
+        "Set a secret on the Missive rule and list it under sources.other.secrets.\n"
+    )
+    code, out, _ = run(capsys, "check", "-c", str(write_config("sources: {m: {secrets: [s3cret]}}\n")))
+    assert out.endswith("ok (1 source, 0 destinations, 0 routes)\n")
+
+
+def test_an_empty_signing_secret_stops_check_and_serve(write_config: Callable[[str], Path]) -> None:
+    path = write_config(CONFIG.replace("${MISSIVE_SECRET:-hook-secret-value}", "${MISSIVE_SECRET}"))
+    expected = f"{path}: line 2: sources.missive.secrets[0]: the secret is empty"
+    for command in (["check"], ["serve", "--port", str(free_port())]):
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", *command, "-c", str(path)], capture_output=True, text=True, timeout=60,
+            env={**os.environ, "MISSIVE_SECRET": ""},
+        )
+        assert done.returncode == 1, done
+        assert done.stderr.splitlines()[1].startswith(expected), done.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+            f"{chr(98 + n)}: &{chr(98 + n)} [{', '.join([f'*{chr(97 + n)}'] * 10)}]\n" for n in range(9)
+        ), id="billion-laughs"),
+        pytest.param("a: &a [*a]\n", id="recursive-alias"),
+        pytest.param("sources: {m: {}}\n? [a]\n: b\n", id="unhashable-key"),
+        pytest.param("sources: {m: {path: !!python/object/apply:os.system ['true']}}\n", id="python-tag"),
+        pytest.param("sources:\n\tm: {}\n", id="tab"),
+    ],
+)
+def test_check_answers_hostile_yaml_with_one_line(
+    write_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    code, _, err = run(capsys, "check", "-c", str(write_config(text)))
+    assert code == 1
+    assert len(err.splitlines()) == 2 and err.splitlines()[0].endswith("1 problem in the config:"), err
+
+
+def test_check_never_shows_a_secret_variable_of_a_rejected_config(
+    write_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRM_TOKEN", "crm-token-0f9a8b7c")
+    code, _, err = run(capsys, "check", "-c", str(write_config(CONFIG.replace("X-Team: support}", "X-Team: support}\n"
+                                                                              "    timeout: ${CRM_TOKEN}"))))
+    assert code == 1
+    assert "destinations.crm.timeout: '***' is not a duration" in err and "crm-token" not in err
 
 
 def test_check_lists_each_problem_on_its_own_line(
@@ -70,7 +122,7 @@ def test_check_lists_each_problem_on_its_own_line(
     code, _, err = run(capsys, "check", "-c", str(path))
     assert code == 1
     lines = err.strip().splitlines()
-    assert lines[0].endswith("2 problem(s) in the config:")
+    assert lines[0].endswith("2 problems in the config:")
     assert f"{path}: line 17: routes[0].send[0].to: unknown destination 'slak'; did you mean 'slack'?" in lines
     assert any("routes[1].source: unknown source 'misive'; did you mean 'missive'?" in line for line in lines)
     assert "Traceback" not in err

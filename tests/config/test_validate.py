@@ -87,8 +87,8 @@ def test_missing_variable_without_default_is_named(write_config: Callable[[str],
                      "destinations.slack.timout: unknown key 'timout'; did you mean 'timeout'?", id="unknown-key"),
         pytest.param("timeout: 500ms", "timeout: soon",
                      "line 12: destinations.crm.timeout: 'soon' is not a duration", id="bad-duration"),
-        pytest.param("type: slack", "type: slackk", "destinations.slack.type: Input should be 'http', 'slack'",
-                     id="bad-type"),
+        pytest.param("type: slack", "type: slackk",
+                     "destinations.slack.type: 'slackk' is not one of: http, slack, discord", id="bad-type"),
         pytest.param("path: $.rule.type", 'path: "$.rule["', "routes[0].when.all[0].path", id="bad-jsonpath"),
         pytest.param("matches: '@example\\.com$'", "matches: '(['",
                      "routes[0].when.all[1].not.matches", id="bad-regex"),
@@ -218,3 +218,88 @@ def test_a_source_cannot_take_the_consoles_or_the_admin_apis_path(
     assert f"sources.missive.path: path '{path}' is already used by the gateway itself" in " ".join(
         problems_of(write_config, text)
     )
+
+
+def test_schema_problems_do_not_hide_cross_checks(write_config: Callable[[str], Path]) -> None:
+    broken = (
+        VALID.replace("    rate_limit: 1/s", "    rate_limit: 1/s\n    timout: 3s")  # an unknown key
+        .replace("- to: crm\n", "- to: crn\n")  # an unknown destination, found by the cross-checks
+        + "  - send: [{to: slack}]\n"  # a route without a name: cut out whole...
+        + "  - name: late\n    send: [{to: slakk, method: PUTT}]\n"  # ...and the routes after it keep their index
+    )
+    problems = problems_of(write_config, broken)
+    assert problems == [
+        "line 9: destinations.slack.timout: unknown key 'timout'; did you mean 'timeout'?",
+        "line 26: routes[1].name: 'name' is required here; add it",
+        "line 28: routes[2].send[0].method: 'PUTT' is not an HTTP method; did you mean 'PUT'?",
+        "line 24: routes[0].send[1].to: unknown destination 'crn'; did you mean 'crm'?",
+        "line 28: routes[2].send[0].to: unknown destination 'slakk'; did you mean 'slack'?",
+    ]
+
+
+def test_an_unset_variable_does_not_hide_other_problems(write_config: Callable[[str], Path]) -> None:
+    broken = VALID.replace("${CRM_URL:-http://crm.invalid}", "${CRM_URL}").replace("- to: slack", "- to: slak")
+    problems = problems_of(write_config, broken)
+    assert len(problems) == 2
+    assert "destinations.crm.url: environment variable CRM_URL is not set" in problems[0]
+    assert "routes[0].send[0].to: unknown destination 'slak'" in problems[1]
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        pytest.param("all: [{path: $.rule.type, equal: x}]", "routes[0].when.all[0].equal: unknown key 'equal'; "
+                     "did you mean 'equals'?", id="in-all"),
+        pytest.param("any: [{not: {path: $.a, exist: true}}]", "routes[0].when.any[0].not.exist: unknown key 'exist'; "
+                     "did you mean 'exists'?", id="in-any-not"),
+    ],
+)
+def test_did_you_mean_inside_combinators(write_config: Callable[[str], Path], condition: str, expected: str) -> None:
+    text = f"sources: {{m: {{}}}}\ndestinations: {{d: {{url: 'http://d.invalid'}}}}\n" \
+           f"routes:\n  - name: r\n    when: {{{condition}}}\n    send: [{{to: d}}]\n"
+    assert any(problem.endswith(expected) for problem in problems_of(write_config, text))
+
+
+def test_methods_are_http_methods_in_any_case(write_config: Callable[[str], Path]) -> None:
+    loaded = load_config(write_config(VALID.replace("    timeout: 500ms", "    method: put\n    timeout: 500ms")),
+                         environ={})
+    assert loaded.config.destinations["crm"].method == "PUT"
+    problems = problems_of(write_config, VALID.replace("    timeout: 500ms", "    method: BREW\n    timeout: 500ms"))
+    assert problems == ["line 12: destinations.crm.method: 'BREW' is not an HTTP method; use one of GET, HEAD, "
+                        "POST, PUT, PATCH, DELETE, OPTIONS"]
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_signing_secret_is_refused_naming_its_source(
+    write_config: Callable[[str], Path], value: str
+) -> None:
+    problems = problems_of(write_config, VALID.replace("${MISSIVE_SECRET:-dev-secret}", "${MISSIVE_SECRET}"),
+                           env={"MISSIVE_SECRET": value})
+    assert len(problems) == 1
+    assert problems[0].startswith("line 3: sources.missive.secrets[0]: the secret is empty: anyone could sign")
+    assert problems[0].endswith("(the value of ${MISSIVE_SECRET})")
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        pytest.param("admin: {token: ''}\n", id="admin-token"),
+        pytest.param("destinations: {d: {url: 'http://d.invalid', token: ' '}}\n", id="destination-token"),
+        pytest.param("destinations: {d: {url: 'http://d.invalid', sign: {secret: ''}}}\n", id="signing-key"),
+    ],
+)
+def test_every_secret_setting_refuses_an_empty_value(write_config: Callable[[str], Path], section: str) -> None:
+    problems = problems_of(write_config, "sources: {m: {}}\n" + section)
+    assert len(problems) == 1 and "the secret is empty" in problems[0]
+
+
+def test_a_rejected_config_never_shows_a_secret_variable(write_config: Callable[[str], Path]) -> None:
+    token = "crm-token-0f9a8b7c"
+    broken = VALID.replace("timeout: 500ms", "timeout: ${CRM_TOKEN}").replace('type: slack', 'type: "${SLACK_KEY}"')
+    problems = problems_of(write_config, broken, env={"CRM_TOKEN": token, "SLACK_KEY": "slack-key-value"})
+    assert problems == [
+        "line 6: destinations.slack.type: '***' is not one of: http, slack, discord, teams, missive, google_chat, "
+        "mattermost, pagerduty",
+        "line 12: destinations.crm.timeout: '***' is not a duration; write it like '500ms', '10s', '5m', '1h' or "
+        "'7d' (the value of ${CRM_TOKEN})",
+    ]

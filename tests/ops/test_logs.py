@@ -291,5 +291,5 @@ async def test_no_secret_reaches_any_output(aiohttp_server: MakeServer, tmp_path
     assert crm_request["url"].endswith("/crm/notes?api_key=***") and crm_request["headers"]["Authorization"] == (
         "Bearer ***"
     )
-    assert "5 problem(s)" in check and "unknown key 'backof'; did you mean 'backoff'?" in check
+    assert "5 problems" in check and "unknown key 'backof'; did you mean 'backoff'?" in check
     assert gateway.process.returncode == 0

@@ -216,7 +216,7 @@ async def test_edited_config_applies_to_the_next_event_and_a_broken_one_is_rejec
     assert json.loads(second.received[0].body) == {"text": "sms Is the Elm St pickup counter open on Saturday?"}
     assert await reloads(client, "applied") == 1
     errors = [r.getMessage() for r in caplog.records if r.name == "gateway.reload" and r.levelno == logging.ERROR]
-    assert errors[0].startswith("config reload (file changed) rejected, 2 problem(s)")
+    assert errors[0].startswith("config reload (file changed) rejected, 2 problems")
     assert errors[1:] == [
         f"{path}: line 5: destinations.second.timout: unknown key 'timout'; did you mean 'timeout'?",
         f"{path}: line 6: destinations.first.concurrency: Input should be greater than or equal to 1",
@@ -245,6 +245,30 @@ async def test_settings_bound_at_start_are_reported_and_the_rest_applied(
         "config reload: server.port changed; it needs a restart to take effect",
         "config reload: storage.path changed; it needs a restart to take effect",
     ]
+
+
+async def test_needs_a_restart_compares_with_the_settings_in_force(
+    aiohttp_client: MakeClient, write_config: Callable[[str], Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.reload")
+    async with FakeDestination() as first:
+        path = write_config(base_config(first.url()))
+        client = await aiohttp_client(create_app(ConfigHolder(load_config(path, environ={}))))
+        moved = "server: {port: 9999}\n" + base_config(first.url())
+        edits = [
+            moved,
+            moved.replace("port: 9999}", "port: 9999, max_body: 8KiB}"),  # the new port still waits for a restart
+            base_config(first.url()) + "\n",  # back to the port in force: nothing waits any more
+        ]
+        warned = []
+        for count, text in enumerate(edits, start=1):
+            caplog.clear()
+            replace_file(path, text)
+            await wait_for_reloads(client, "applied", count)
+            warned.append([r.getMessage() for r in caplog.records if r.levelno == logging.WARNING])
+
+    port_waits = ["config reload: server.port changed; it needs a restart to take effect"]
+    assert warned == [port_waits, port_waits, []]
 
 
 def config_with(**sections: Any) -> GatewayConfig:

@@ -209,7 +209,7 @@ def test_missing_template_file_is_a_config_problem(tmp_path: Path) -> None:
     assert template is None
     assert [problem.path for problem in problems] == [f"{AT}.template_file"]
     assert problems[0].message == f"template file {tmp_path / 'templates' / 'nope.j2'} not found"
-    assert problems[0].hint == "paths are relative to the config file"
+    assert problems[0].hint == "paths are relative to the config file, inside its folder"
 
 
 def test_url_method_and_headers_merge_and_render() -> None:
