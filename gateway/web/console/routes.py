@@ -6,7 +6,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from gateway.web.console import actions, overview, pages
+from gateway.web.console import actions, events, overview, pages
 from gateway.web.console.guard import SESSIONS, console_off, console_page, log_in, log_out, login_form, security_headers
 from gateway.web.console.session import Sessions
 from gateway.web.keys import CONFIG
@@ -26,6 +26,8 @@ def add_console_routes(app: web.Application) -> None:
         web.post("/console/login", log_in),
         web.post("/console/logout", console_page(log_out)),
         web.get("/console/", console_page(overview.overview_page)),
+        web.get("/console/events", console_page(events.events_page)),
+        web.get("/console/events/rows", console_page(events.newer_rows)),
         web.get("/console/events/{id}", console_page(pages.event_page)),
         web.post("/console/deliveries/{id}/replay", console_page(actions.replay_delivery)),
         web.get("/console/dead-letters", console_page(actions.dead_letters_page)),

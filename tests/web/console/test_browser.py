@@ -26,6 +26,7 @@ __all__ = ["browser", "screenshots"]  # fixtures used by the tests below
 
 TOKEN = "console-browser-token-0123456789"
 CRM_TOKEN = "crm-bearer-value-42"
+CONVERSATION = json.loads(fixture_bytes("incoming-email-with-labels.json"))["conversation"]["id"]
 PAYLOADS = ["incoming-email-with-labels.json", "outgoing-email.json", "new-comment.json", "label-change.json"]
 
 
@@ -125,6 +126,16 @@ def log_in(driver: WebDriver, gateway: GatewayProcess) -> None:
     wait(driver).until(lambda d: "/console/login" not in d.current_url)
 
 
+def reloaded_until_shown(element_id: str) -> Callable[[WebDriver], bool]:
+    def shown(driver: WebDriver) -> bool:
+        if driver.find_elements(By.ID, element_id):
+            return True
+        driver.refresh()
+        return False
+
+    return shown
+
+
 def status_of(driver: WebDriver, delivery_id: str) -> str:
     return driver.find_element(By.CSS_SELECTOR, f"article[id='{delivery_id}'] .status").text
 
@@ -178,6 +189,22 @@ async def test_an_operator_replays_a_dead_letter_and_tries_the_playground(
     rows = browser.find_elements(By.CSS_SELECTOR, f"article[id='{dead_id}'] table.attempts tbody tr")
     assert [row.find_elements(By.TAG_NAME, "td")[2].text for row in rows] == ["–", "200"]
 
+    browser.get(gateway.url("/console/events"))  # find an event by its conversation id, keyboard only
+    search = browser.find_element(By.ID, "f-q")
+    search.send_keys(CONVERSATION, Keys.ENTER)
+    wait(browser).until(lambda d: "q=" in d.current_url)
+    rows = browser.find_elements(By.CSS_SELECTOR, "tbody tr[data-cursor]")
+    assert [row.get_attribute("data-cursor").split(":")[1] for row in rows] == [event_ids[0]]  # type: ignore[union-attr]
+    rows[0].find_element(By.CSS_SELECTOR, "a").click()
+    wait(browser).until(expected_conditions.title_contains(event_ids[0]))
+
+    browser.get(gateway.url("/console/events"))  # live: an event that arrives shows up without a reload
+    (late,) = await post_events(gateway, [fixture_bytes("team-change.json")])
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, f"tr[data-cursor$='{late}']"))
+    assert "1 new event" in browser.find_element(By.ID, "live").text
+    assert fits_the_width(browser) and fits_the_width(browser, phone=True)
+    screenshot(browser, screenshots, "events")
+
     browser.get(gateway.url("/console/playground"))
     browser.find_element(By.ID, "file").send_keys(str(FIXTURES / "label-change.json"))
     wait(browser).until(lambda d: d.find_element(By.ID, "payload").get_attribute("value"))
@@ -187,9 +214,15 @@ async def test_an_operator_replays_a_dead_letter_and_tries_the_playground(
     verdicts = [item.text.split("\n")[0] for item in browser.find_elements(By.CSS_SELECTOR, ".trace > li")]
     assert verdicts == ["✓ everything-to-archive: matched", "✗ customer-mail-to-crm: not matched"]
     screenshot(browser, screenshots, "playground")
-    assert await arrivals(archive) == len(PAYLOADS)  # the playground sent nothing
+    await arrived(archive, len(PAYLOADS) + 1)  # the late event's
+    assert await arrivals(archive) == len(PAYLOADS) + 1  # and nothing from the playground
 
+    good = gateway.config.read_text()
+    gateway.config.write_text(good.replace("- to: crm", "- to: crn"))  # a typo: the reload is rejected
     browser.get(gateway.url("/console/config"))
+    wait(browser).until(reloaded_until_shown("rejected-h"))  # the gateway looks at its file every second
+    problems = browser.find_element(By.CSS_SELECTOR, ".problems").text
+    assert "unknown destination 'crn'; did you mean 'crm'?" in problems
     assert "Bearer ***" in browser.page_source and TOKEN not in browser.page_source
     screenshot(browser, screenshots, "config")
 

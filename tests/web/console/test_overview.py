@@ -16,7 +16,8 @@ Start = Callable[..., Awaitable[Console]]
 
 
 def row_of(page: str, name: str) -> str:
-    found = re.search(rf'<tr[^>]*>\s*<th scope="row" data-label="(?:Destination|Source)">{name}\b.*?</tr>', page, re.S)
+    heading = rf'<th scope="row" data-label="(?:Destination|Source)">(?:<a [^>]+>)?{name}\b'
+    found = re.search(rf"<tr[^>]*>\s*{heading}.*?</tr>", page, re.S)
     assert found, f"no row for {name}"
     return found.group(0)
 

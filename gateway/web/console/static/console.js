@@ -24,3 +24,43 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
 });
+
+// Events: while the first page is open, ask for newer events every few seconds and add them on top.
+const LIVE_EVERY_MS = 5000;
+
+function startLive(body) {
+  const status = document.getElementById("live");
+  const newest = () => {
+    const first = body.querySelector("tr[data-cursor]");
+    return first ? first.dataset.cursor : "0:";
+  };
+  const poll = async () => {
+    if (document.hidden) {
+      return;
+    }
+    const url = `${body.dataset.live}&after=${encodeURIComponent(newest())}`;
+    const answer = await fetch(url, { credentials: "same-origin", redirect: "manual", cache: "no-store" });
+    if (!answer.ok) {  // logged out, or the session ran out: stop, and say so
+      clearInterval(timer);
+      status.textContent = "Live updates stopped: reload the page.";
+      return;
+    }
+    const rows = new DOMParser().parseFromString(`<table><tbody>${await answer.text()}</tbody></table>`, "text/html")
+      .querySelectorAll("tr[data-cursor]");
+    for (const row of Array.from(rows).reverse()) {
+      row.classList.add("fresh");
+      body.prepend(document.importNode(row, true));
+    }
+    if (rows.length) {
+      status.textContent = `${rows.length} new event${rows.length === 1 ? "" : "s"} at ${new Date().toLocaleTimeString()}.`;
+    }
+  };
+  const timer = setInterval(() => poll().catch(() => {}), LIVE_EVERY_MS);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const body = document.querySelector("tbody[data-live]");
+  if (body) {
+    startLive(body);
+  }
+});
