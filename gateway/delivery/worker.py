@@ -67,7 +67,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._stopping = False
-        self._store_down = False
+        self._store_problem: str | None = None
         self._loop_exited: asyncio.Event | None = None
         self._orphans: frozenset[str] = frozenset()
         self._orphan_scan_due_ms = 0
@@ -76,6 +76,12 @@ class Worker:
     def lease_ms(self) -> int:
         """How long a claimed delivery stays leased to this worker."""
         return self._lease_ms
+
+    @property
+    def store_problem(self) -> str | None:
+        """Why the last round could not claim or read the queue; None while the store answers. /readyz reports
+        it and ingest refuses events meanwhile: an event it could not deliver must not get a 200."""
+        return self._store_problem
 
     def wake(self) -> None:
         """Look for due deliveries now (ingest calls this after storing new ones)."""
@@ -140,13 +146,13 @@ class Worker:
             await self._fill()
             look_ms = await self._next_look_ms()
         except StoreUnavailable as exc:
-            if not self._store_down:
+            if self._store_problem is None:
                 logger.warning("store unavailable, trying again every %g s: %s", self._poll_interval_s, exc)
-            self._store_down = True
+            self._store_problem = str(exc)
             return self._poll_interval_s
-        if self._store_down:
+        if self._store_problem is not None:
             logger.info("store available again")
-            self._store_down = False
+            self._store_problem = None
         return self._idle_s(look_ms)
 
     async def _fill(self) -> None:

@@ -39,7 +39,8 @@ class Store(ABC):
 
     @abstractmethod
     async def ping(self) -> None:
-        """Return when the store takes writes; raise StoreUnavailable otherwise (for /readyz)."""
+        """Return when the store takes a write and answers a read of the queue; raise StoreUnavailable otherwise
+        (for /readyz)."""
 
     @abstractmethod
     async def ingest(self, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int) -> IngestResult:

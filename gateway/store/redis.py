@@ -167,6 +167,7 @@ class RedisStore(Store):
     async def ping(self) -> None:
         async with self._call("write") as (client, _):
             await client.set(self._key("ping"), "1")
+        await self.next_due_ms()  # what the worker reads
 
     async def ingest(self, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int) -> IngestResult:
         event_fields = {

@@ -36,6 +36,7 @@ from gateway.model import (
 from gateway.store.base import Store
 from gateway.store.sqlite_activity import read_activity
 from gateway.store.sqlite_events import find_events
+from gateway.store.sqlite_file import QUICK_CHECK_BUDGET_S, DamagedFile
 from gateway.store.sqlite_schema import connect, open_writer_connection
 from gateway.store.writer import GroupCommitWriter
 
@@ -83,10 +84,12 @@ Ts = TypeVarTuple("Ts")
 
 
 class SqliteStore(Store):
-    """The `Store` in one SQLite file; the file and its parent directories are created on open."""
+    """The `Store` in one SQLite file; the file (0600) and its folder (0700) are created on open, and an existing
+    file is checked for damage (`gateway.store.sqlite_file`) for up to `check_budget_s`."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, check_budget_s: float = QUICK_CHECK_BUDGET_S) -> None:
         self._path = Path(path)
+        self._check_budget_s = check_budget_s
         self._writer: GroupCommitWriter | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
@@ -94,13 +97,20 @@ class SqliteStore(Store):
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            write_conn = await asyncio.to_thread(open_writer_connection, self._path)
+            write_conn = await asyncio.to_thread(open_writer_connection, self._path, self._check_budget_s)
             self._writer = GroupCommitWriter(write_conn, loop)
             self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-sqlite-reader")
             self._read_conn = await loop.run_in_executor(self._reader, connect, self._path, True)
+        except DamagedFile as exc:
+            await self.close()
+            raise StoreUnavailable(str(exc)) from exc
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             raise StoreUnavailable(f"SQLite store {self._path} cannot be opened: {exc}") from exc
+
+    async def pragmas(self) -> dict[str, object]:
+        """The write connection's journal_mode and synchronous, as SQLite reports them (2 is FULL)."""
+        return await self._write(_pragmas)
 
     async def close(self) -> None:
         writer, self._writer = self._writer, None
@@ -117,8 +127,9 @@ class SqliteStore(Store):
         try:
             async with asyncio.timeout(_PING_TIMEOUT_S):
                 await self._write(_touch)
+                await self._read(_next_due_ms)  # what the worker reads before every claim
         except TimeoutError as exc:
-            raise StoreUnavailable(f"SQLite store {self._path} did not commit within {_PING_TIMEOUT_S:g}s") from exc
+            raise StoreUnavailable(f"SQLite store {self._path} did not answer within {_PING_TIMEOUT_S:g}s") from exc
 
     async def ingest(self, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int) -> IngestResult:
         return await self._write(_ingest, event, deliveries, dedupe_window_ms)
@@ -183,6 +194,10 @@ class SqliteStore(Store):
             return await asyncio.get_running_loop().run_in_executor(self._reader, op, self._read_conn, *args)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite store {self._path} cannot read: {exc}") from exc
+
+
+def _pragmas(conn: sqlite3.Connection) -> dict[str, object]:
+    return {name: conn.execute(f"PRAGMA {name}").fetchall()[0][0] for name in ("journal_mode", "synchronous")}
 
 
 def _touch(conn: sqlite3.Connection) -> None:

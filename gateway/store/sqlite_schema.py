@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from gateway.model import event_facts
+from gateway.store.sqlite_file import QUICK_CHECK_BUDGET_S, check_integrity, create_private
 
 SCHEMA_VERSION = 2
 _BACKFILL_CHUNK = 1000
@@ -91,10 +92,12 @@ def connect(path: Path, read_only: bool) -> sqlite3.Connection:
     return conn
 
 
-def open_writer_connection(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def open_writer_connection(path: Path, check_budget_s: float = QUICK_CHECK_BUDGET_S) -> sqlite3.Connection:
+    """The connection every write goes through, on a file created private and checked for damage first."""
+    create_private(path)
     conn = connect(path, read_only=False)
     try:
+        check_integrity(conn, path, check_budget_s)
         (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchall()[0]
         if mode != "wal":
             raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL is needed; put the file on a local disk")

@@ -62,7 +62,7 @@ def _guarded(handler: Handler) -> Handler:
         except NotFound as exc:
             return error_response(404, str(exc))
         except StoreUnavailable as exc:
-            return error_response(503, _loaded(request).masker.url(str(exc)), {"Retry-After": "5"})
+            return error_response(503, _masker(request).url(str(exc)), {"Retry-After": "5"})
 
     return guarded
 
@@ -86,6 +86,11 @@ def _loaded(request: web.Request) -> LoadedConfig:
     return request.app[CONFIG].active.loaded
 
 
+def _masker(request: web.Request) -> Masker:
+    """Hides the secrets of every config this process has held: stored deliveries may carry an earlier one's."""
+    return request.app[CONFIG].active.masker
+
+
 def _now_ms(request: web.Request) -> int:
     return request.app[CLOCK].now_ms()
 
@@ -93,12 +98,12 @@ def _now_ms(request: web.Request) -> int:
 async def list_deliveries(request: web.Request) -> web.Response:
     where = deliveries.parse_filter(request.query, _now_ms(request))
     found = await deliveries.find_deliveries(request.app[STORE], where)
-    return web.json_response(deliveries.list_document(found, where, _loaded(request).masker))
+    return web.json_response(deliveries.list_document(found, where, _masker(request)))
 
 
 async def show_delivery(request: web.Request) -> web.Response:
     delivery, attempts = await deliveries.delivery_detail(request.app[STORE], request.match_info["id"])
-    return web.json_response(deliveries.detail_document(delivery, attempts, _loaded(request).masker))
+    return web.json_response(deliveries.detail_document(delivery, attempts, _masker(request)))
 
 
 async def replay_delivery(request: web.Request) -> web.Response:
@@ -116,7 +121,7 @@ async def replay_by_filter(request: web.Request) -> web.Response:
 async def _replay(request: web.Request, where: DeliveryFilter, rerender: bool) -> web.Response:
     loaded = _loaded(request)
     report = await replay_and_wake(request.app, loaded, where, rerender, "admin")
-    return web.json_response(deliveries.replay_document(report, loaded.masker))
+    return web.json_response(deliveries.replay_document(report, _masker(request)))
 
 
 async def replay_and_wake(
@@ -137,12 +142,12 @@ async def replay_and_wake(
 async def list_events(request: web.Request) -> web.Response:
     query = event_lookup.parse_event_query(request.query, _now_ms(request))
     page = await request.app[STORE].find_events(query)
-    return web.json_response(event_lookup.events_document(page, query, _loaded(request).masker))
+    return web.json_response(event_lookup.events_document(page, query, _masker(request)))
 
 
 async def show_event(request: web.Request) -> web.Response:
     event, found = await deliveries.event_detail(request.app[STORE], request.match_info["id"])
-    return web.json_response(deliveries.event_document(event, found, _loaded(request).masker))
+    return web.json_response(deliveries.event_document(event, found, _masker(request)))
 
 
 async def show_config(request: web.Request) -> web.Response:

@@ -69,6 +69,7 @@ async def ingest(request: web.Request) -> web.StreamResponse:
         return error_response(405, f"{request.path} takes POST only", {"Allow": "POST"})
     server = active.loaded.config.server
     try:
+        _worker_can_deliver(request)
         body = await read_body(request, server.max_body, server.read_timeout)
         accepted = await accept(
             active.loaded, request.app[STORE], source, body, request.headers.get(SIGNATURE_HEADER),
@@ -117,9 +118,19 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def _worker_can_deliver(request: web.Request) -> None:
+    """Raise StoreUnavailable while this process's worker cannot read the queue: an event taken now would get a
+    200 and never be delivered."""
+    problem = request.app[WORKER].store_problem
+    if problem is not None:
+        raise StoreUnavailable(f"the worker cannot read the store: {problem}")
+
+
 async def readyz(request: web.Request) -> web.Response:
+    """Ready when the store takes a write and answers a read, and the worker (if any) can use it."""
     try:
+        _worker_can_deliver(request)
         await request.app[STORE].ping()
     except StoreUnavailable as exc:
-        return error_response(503, f"store not writable: {exc}")
+        return error_response(503, f"not ready: {exc}")
     return web.json_response({"status": "ready"})

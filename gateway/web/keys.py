@@ -19,6 +19,11 @@ class WorkerSlot:
         if self.worker is not None:
             self.worker.wake()
 
+    @property
+    def store_problem(self) -> str | None:
+        """Why the worker cannot use the store right now (None when it can, or when there is no worker)."""
+        return self.worker.store_problem if self.worker is not None else None
+
 
 CONFIG = web.AppKey("config", ConfigHolder)
 STORE = web.AppKey("store", Store)

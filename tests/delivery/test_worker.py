@@ -228,7 +228,9 @@ async def test_a_hanging_destination_does_not_delay_the_others(rig: Rig) -> None
 
 
 async def test_concurrency_limit_is_respected(rig: Rig) -> None:
-    async with FakeDestination([Reply(200, delay_s=0.2)]) as fake:
+    """Staggered answers: when a quick one ends, a slow one is still in flight and must still count."""
+    script = [Reply(200, delay_s=0.05), Reply(200, delay_s=0.4)] * 3
+    async with FakeDestination(script) as fake:
         await rig.enqueue("crm", fake.url(), count=6)
         await rig.worker({"crm": destination(concurrency=2)}).drain()
 

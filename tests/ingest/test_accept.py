@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -18,9 +19,11 @@ from gateway.ingest.signature import sign
 from gateway.model import DeliveryFilter, DeliveryStatus
 from gateway.ops.config_holder import ConfigHolder
 from gateway.routing.compiled import load_config
+from gateway.store.sqlite import SqliteStore
 from gateway.web.app import create_app
 from gateway.web.keys import STORE
 from tests.conftest import FIXTURE_SECRET, fixture_bytes
+from tests.store.test_sqlite_file import overwrite_pages_of, store_with_pending
 
 CONFIG = f"""\
 server: {{max_body: 64KiB}}
@@ -220,3 +223,26 @@ async def test_a_template_failing_at_ingest_is_a_warning_and_a_dead_delivery_in_
     metrics = await (await client.get("/metrics")).text()
     assert 'gateway_deliveries_total{destination="crm",outcome="dead"} 1.0' in metrics
     assert 'gateway_deliveries_total{destination="slack",outcome="dead"} 0.0' in metrics
+
+
+async def test_a_store_the_worker_cannot_read_is_not_ready_and_ingest_answers_503(
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]], write_config: Callable[[str], Path],
+    tmp_path: Path,
+) -> None:
+    """Damage the start-up check had no time to find: /readyz says so and no event gets a 200 it would not keep."""
+    path = tmp_path / "gateway.db"
+    await store_with_pending(path)
+    overwrite_pages_of(path, "deliveries_due")  # what the worker reads to know when work is due
+    config = write_config(f"""\
+        sources: {{missive: {{secrets: ["{FIXTURE_SECRET}"]}}}}
+        destinations: {{crm: {{url: "http://127.0.0.1:9/crm"}}}}
+        routes: [{{name: broken, send: [{{to: crm, body: {{x: "{{{{ no_such_name }}}}"}}}}]}}]
+        """)  # only dead deliveries: storing this event writes nothing the damage is in
+    loaded = load_config(config, environ={})
+    client = await aiohttp_client(create_app(ConfigHolder(loaded), store=SqliteStore(path, check_budget_s=0)))
+    async with asyncio.timeout(10):
+        while (ready := await client.get("/readyz")).status == 200:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    await assert_error(ready, 503, "database disk image is malformed")
+    body = fixture_bytes("new-comment.json")  # its deliveries would be stored as if all were well
+    await assert_error(await client.post("/hooks/missive", data=body, headers=signed(body)), 503, "cannot")

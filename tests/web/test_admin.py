@@ -344,3 +344,19 @@ async def test_config_shows_every_secret_masked(gateway: Callable[..., Awaitable
     assert config["routes"][0]["send"][0]["body"] == {"team": "{{ conversation.team.name }}"}
     assert config["routes"][0]["continue"] is True
     assert config["storage"]["retention"] == 7 * 86400
+
+
+async def test_deliveries_queued_under_an_earlier_config_stay_masked_after_a_reload(
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]], write_config: Callable[[str, str], Path]
+) -> None:
+    """The stored request carries the key of the config it was rendered under; a reload must not unmask it."""
+    text = config_text("http://127.0.0.1:9/crm").replace("api_token=", "k=${CRM_KEY}&api_token=")
+    old_key, new_key = "old-crm-key-value-1", "new-crm-key-value-2"
+    first = load_config(write_config(text + ADMIN, "config.yaml"), environ={**ENV, "CRM_KEY": old_key})
+    holder = ConfigHolder(first)
+    client = await aiohttp_client(create_app(holder, run_worker=False))
+    await post_event(client)
+    holder.swap(load_config(write_config(text + ADMIN, "config.yaml"), environ={**ENV, "CRM_KEY": new_key}))
+    listed = json.dumps(await ok(await client.get("/admin/deliveries", headers=AUTH)))
+    assert "k=***&" in listed
+    assert old_key not in listed and new_key not in listed

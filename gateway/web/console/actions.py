@@ -48,7 +48,7 @@ async def dead_letters_page(request: web.Request, visit: Visit) -> web.StreamRes
         {"status": DeliveryStatus.DEAD.value, **filters, "limit": str(DEAD_LETTERS_SHOWN)}, visit.now_ms
     )
     found = await deliveries.find_deliveries(request.app[STORE], where)
-    masker = visit.loaded.masker
+    masker = visit.masker
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for delivery in found:
         grouped[(delivery.destination, masker.url(reason_of(delivery)))].append(
@@ -87,7 +87,7 @@ async def _replay(request: web.Request, visit: Visit, where: DeliveryFilter, bac
                   ) -> web.StreamResponse:  # fmt: skip
     rerender = _form(visit).get("rerender") == "1"
     report = await replay_and_wake(request.app, visit.loaded, where, rerender, "console")
-    document = deliveries.replay_document(report, visit.loaded.masker)
+    document = deliveries.replay_document(report, visit.masker)
     return visit.page(
         "replay.html", nav="dead", report=document, rerender=rerender, back=back, back_label=back_label
     )
@@ -120,7 +120,7 @@ async def run_playground(request: web.Request, visit: Visit) -> web.StreamRespon
     try:
         report: dict[str, Any] = dry_run(visit.loaded, body, source or None)
     except GatewayError as exc:
-        report = {"error": visit.loaded.masker.url(str(exc))}
+        report = {"error": visit.masker.url(str(exc))}
     return _playground(visit, body.decode("utf-8", "replace"), source, report)
 
 

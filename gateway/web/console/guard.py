@@ -19,6 +19,7 @@ from multidict import MultiDictProxy
 
 from gateway.delivery.dead_letters import FilterError, NotFound
 from gateway.errors import StoreUnavailable
+from gateway.mask import Masker
 from gateway.routing.compiled import LoadedConfig
 from gateway.web.console.render import html
 from gateway.web.console.session import (
@@ -54,6 +55,7 @@ class Visit:
     now_ms: int
     loaded: LoadedConfig
     form: Form | None
+    masker: Masker  # every secret this process has held: stored deliveries may carry an earlier config's
 
     def page(self, template: str, status: int = 200, **context: Any) -> web.Response:
         """A page in the console's layout (navigation, logout form, CSRF token for its forms)."""
@@ -114,12 +116,13 @@ def console_page(handler: ConsoleHandler) -> Handler:
             form = await request.post()
             if not csrf_matches(session, form.get("csrf")):
                 return refusal(403, "This form's CSRF token is missing or out of date. Reload the page and try again.")
-        visit = Visit(session, now_ms, request.app[CONFIG].active.loaded, form)
+        active = request.app[CONFIG].active
+        visit = Visit(session, now_ms, active.loaded, form, active.masker)
         try:
             response = await handler(request, visit)
         except (FilterError, NotFound, StoreUnavailable) as exc:
             status = 400 if isinstance(exc, FilterError) else 404 if isinstance(exc, NotFound) else 503
-            response = visit.page("error.html", status, message=visit.loaded.masker.url(str(exc)))
+            response = visit.page("error.html", status, message=visit.masker.url(str(exc)))
         fresh = touched(session, now_ms)
         if fresh is not None:
             set_cookie(response, fresh, keys.key, keys.idle_s, keys.secure)

@@ -23,7 +23,7 @@ from gateway.web.keys import CONFIG, STORE
 
 async def event_page(request: web.Request, visit: Visit) -> web.StreamResponse:
     store = request.app[STORE]
-    masker = visit.loaded.masker
+    masker = visit.masker
     event, found = await deliveries.event_detail(store, request.match_info["id"])
     attempts = await asyncio.gather(*(store.list_attempts(delivery.id) for delivery in found))
     shown = [deliveries.detail_document(delivery, log, masker) for delivery, log in zip(found, attempts, strict=True)]
