@@ -25,9 +25,11 @@ FACT_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
 
 
 class DeliveryStatus(StrEnum):
-    """Where a delivery stands. `pending` covers both "waiting" and "claimed by a worker"."""
+    """Where a delivery stands. `pending` covers both "due" and "claimed by a worker"; `held` is a chained
+    request held until the step it runs after is delivered (it has no request yet)."""
 
     PENDING = "pending"
+    HELD = "held"
     DELIVERED = "delivered"
     DEAD = "dead"
 
@@ -87,7 +89,10 @@ class NewDelivery:
     """One rendered request for one route and destination.
 
     `request` is None when rendering failed; `error` then says why and the store keeps the
-    delivery as dead so it can be fixed and replayed with `--rerender`.
+    delivery as dead so it can be fixed and replayed with `--rerender`. A chained request
+    (`after`: the id of the delivery it runs after) has no request and no error: it starts
+    `held`, and `template` holds what rendering it needs (see `gateway.routing.chain`).
+    `step` is the send's `id`, when it has one.
     """
 
     id: str
@@ -96,6 +101,15 @@ class NewDelivery:
     max_attempts: int
     request: RenderedRequest | None
     error: str | None = None
+    step: str | None = None
+    after: str | None = None
+    template: bytes | None = None
+
+    @property
+    def status(self) -> DeliveryStatus:
+        if self.request is not None:
+            return DeliveryStatus.PENDING
+        return DeliveryStatus.DEAD if self.error is not None else DeliveryStatus.HELD
 
 
 @dataclass(frozen=True)
@@ -130,6 +144,10 @@ class Delivery:
     request: RenderedRequest | None
     last_error: str | None = None
     lease_token: str | None = None
+    step: str | None = None
+    after: str | None = None
+    template: bytes | None = None
+    steps: bytes | None = None  # JSON: the step answers it was rendered from (chained requests)
 
 
 @dataclass(frozen=True)
@@ -146,12 +164,24 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class Release:
+    """A chained delivery freed by its step's outcome: pending with `request`, or dead with `error`."""
+
+    delivery_id: str
+    request: RenderedRequest | None
+    error: str | None
+    steps: bytes | None = None
+
+
+@dataclass(frozen=True)
 class AttemptResult:
-    """What the worker tells the store after an attempt: the attempt and the delivery's next state."""
+    """What the worker tells the store after an attempt: the attempt, the delivery's next state, and the
+    chained deliveries its outcome frees (the store applies them with the outcome, or not at all)."""
 
     attempt: Attempt
     status: DeliveryStatus
     next_attempt_at_ms: int | None = None
+    released: tuple[Release, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,27 @@ def refused_url(path: str = "/hook") -> str:
     return f"http://127.0.0.1:{port}{path}"
 
 
+class FakeApi(LocalServer):
+    """A real HTTP server on 127.0.0.1 where each path answers from its own script (the last reply repeats)."""
+
+    def __init__(self, scripts: dict[str, list[Reply]]) -> None:
+        self._scripts = scripts
+        self.received: list[Received] = []
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        super().__init__(app)
+
+    def to(self, path: str) -> list[Received]:
+        return [request for request in self.received if request.path_qs.split("?")[0] == path]
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        script = self._scripts.get(request.path, [json_reply(404, {"message": f"no route {request.path}"})])
+        reply = script[min(len(self.to(request.path)), len(script) - 1)]
+        self.received.append(Received(request.method, request.path_qs, request.headers, body))
+        return web.Response(status=reply.status, text=reply.body, headers=reply.headers)
+
+
 class FakeOAuthApi(LocalServer):
     """An OAuth2 provider: a client-credentials token endpoint and an API that takes its tokens, on 127.0.0.1.
 

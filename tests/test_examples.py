@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp import web
 
 from gateway.cli.cases import load_cases, run_cases
 from gateway.clock import FakeClock
@@ -23,7 +22,7 @@ from gateway.ingest.signature import sign
 from gateway.model import Delivery, DeliveryFilter, DeliveryStatus
 from gateway.routing.compiled import LoadedConfig, load_config
 from gateway.store.sqlite import SqliteStore
-from tests.fakes import LocalServer, Received, Reply, json_reply
+from tests.fakes import FakeApi, Received, json_reply
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CONFIGS = sorted(path for path in EXAMPLES.glob("*.yaml") if not path.name.endswith(".cases.yaml"))
@@ -87,27 +86,6 @@ def test_redis_compose_fsyncs_every_write() -> None:
 
 
 # --- end to end against fake CRMs ------------------------------------------------------------------------------------
-
-
-class FakeApi(LocalServer):
-    """A real HTTP server on 127.0.0.1 where each path answers from its own script (the last reply repeats)."""
-
-    def __init__(self, scripts: dict[str, list[Reply]]) -> None:
-        self._scripts = scripts
-        self.received: list[Received] = []
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        super().__init__(app)
-
-    def to(self, path: str) -> list[Received]:
-        return [request for request in self.received if request.path_qs.split("?")[0] == path]
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        script = self._scripts.get(request.path, [json_reply(404, {"message": f"no route {request.path}"})])
-        reply = script[min(len(self.to(request.path)), len(script) - 1)]
-        self.received.append(Received(request.method, request.path_qs, request.headers, body))
-        return web.Response(status=reply.status, text=reply.body, headers=reply.headers)
 
 
 @dataclass

@@ -30,8 +30,9 @@ from gateway.config.schema import Model
 from gateway.config.yaml_source import join_path, read_yaml
 from gateway.errors import ConfigError, ConfigProblem, GatewayError, plural
 from gateway.mask import Masker
+from gateway.routing.chain import StepAnswer
 from gateway.routing.compiled import LoadedConfig
-from gateway.routing.dry_run import dry_run, pick_source
+from gateway.routing.dry_run import dry_run, pick_source, sample_answer
 from gateway.routing.jsonpath import SHOWN_CHARS, clip, compile_path
 
 _CONTEXT_CHARS = 20  # shown before the first difference of two long texts
@@ -61,6 +62,10 @@ class Case(Model):
     expect: dict[str, ExpectedRequest] = Field(
         default_factory=dict, description="'<route>/<destination>' -> the request it must render."
     )
+    step_responses: dict[str, Any] = Field(
+        default_factory=dict, description="Step id -> a sample answer's body (a YAML structure is sent as JSON, a "
+        "string as text), so the requests that run after that step are rendered and checked."
+    )
 
     @model_validator(mode="after")
     def _well_formed(self) -> Case:
@@ -87,6 +92,7 @@ class LoadedCase:
     body: bytes
     spec: Case
     expect: tuple[Expectation, ...]
+    answers: dict[str, StepAnswer]
 
 
 @dataclass(frozen=True)
@@ -185,10 +191,17 @@ def _load_case(
                 compile_path(expr)
             except ValueError as exc:
                 problems.append(ConfigProblem(f"{where}.body_paths", str(exc)))
+    steps = {send.step for route in routes.values() for send in route.sends if send.step is not None}
+    for step in spec.step_responses:
+        if step not in steps:
+            problems.append(ConfigProblem(join_path(f"{at}.step_responses", step),
+                                          f"no request of source '{source}' has id '{step}'", hint=_guess(step, steps)))
+    answers = {step: sample_answer(value.encode() if isinstance(value, str) else json.dumps(value).encode())
+               for step, value in spec.step_responses.items()}
     body = _payload_bytes(spec, at, base_dir, problems)
     if body is None or len(problems) > found:
         return None
-    return LoadedCase(spec.name or spec.payload_file or at, source, body, spec, tuple(expectations))
+    return LoadedCase(spec.name or spec.payload_file or at, source, body, spec, tuple(expectations), answers)
 
 
 def _payload_bytes(spec: Case, at: str, base_dir: Path, problems: list[ConfigProblem]) -> bytes | None:
@@ -221,7 +234,7 @@ def run_cases(config: LoadedConfig, cases: list[LoadedCase]) -> list[CaseResult]
 def run_case(config: LoadedConfig, case: LoadedCase) -> CaseResult:
     """Route the case's payload through the dry run and compare what it shows with what the case expects."""
     try:
-        report = dry_run(config, case.body, case.source)
+        report = dry_run(config, case.body, case.source, answers=case.answers)
     except GatewayError as exc:
         return CaseResult(case.name, (f"cannot route the payload: {config.masker.text(str(exc))}",))
     verdicts = {verdict["route"]: verdict for verdict in report["routes"]}
@@ -260,6 +273,9 @@ def _request_failures(
     if verdict is None or not verdict["matched"]:
         yield _why_not(expectation.route, verdicts, validation)
         return
+    waiting = [send["waiting_on"] for send in verdict["sends"]
+               if send["to"] == expectation.destination and "waiting_on" in send]
+    yield from (f"{expectation.key} waits for step {step}: give the case step_responses.{step}" for step in waiting)
     sends = [send for send in verdict["sends"] if send["to"] == expectation.destination and "request" in send]
     for number, send in enumerate(sends, start=1):
         label = expectation.key if len(sends) == 1 else f"{expectation.key} (request {number})"

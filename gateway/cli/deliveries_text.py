@@ -16,7 +16,7 @@ def format_deliveries(listed: dict[str, Any]) -> str:
     rows = [
         [
             doc["id"], doc["status"], f"{doc['attempts']}/{doc['max_attempts']}", doc["route"], doc["destination"],
-            timestamp(doc["created_at_ms"]), short(doc["last_error"] or ""),
+            timestamp(doc["created_at_ms"]), short(doc["last_error"] or _waits(doc)),
         ]
         for doc in documents
     ]
@@ -32,11 +32,14 @@ def format_delivery(doc: dict[str, Any]) -> str:
         f"  event: {doc['event_id']}   route: {doc['route']}   destination: {doc['destination']}",
         f"  created: {timestamp(doc['created_at_ms'])}   updated: {timestamp(doc['updated_at_ms'])}",
     ]
+    if doc["step"] or doc["after"]:
+        step = f"step {doc['step']}" if doc["step"] else "a chained request"
+        lines.append(f"  {step}" + (f", runs after {doc['after']}" if doc["after"] else ""))
     if doc["last_error"]:
         lines.append(f"  last error: {doc['last_error']}")
     request = doc["request"]
     if request is None:
-        lines.append("  request: none (rendering failed)")
+        lines.append(f"  request: none ({_waits(doc) or 'rendering failed'})")
     else:
         lines.append(f"  request: {request['method']} {request['url']}")
         lines.extend(f"    {name}: {value}" for name, value in request["headers"].items())
@@ -64,6 +67,10 @@ def format_replay(doc: dict[str, Any]) -> str:
     if doc[ReplayOutcome.QUEUED.value]:
         lines.append("a running `gateway serve` or `gateway worker` picks them up within 0.5 s")
     return "\n".join(lines)
+
+
+def _waits(doc: dict[str, Any]) -> str:
+    return f"waits for {doc['after']}" if doc["status"] == "held" else ""
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:

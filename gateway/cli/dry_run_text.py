@@ -21,6 +21,11 @@ def format_text(report: dict[str, Any]) -> str:
             continue
         lines.append(f"✓ {route['route']}: matched")
         for send in route["sends"]:
+            if "waiting_on" in send:
+                step = send["waiting_on"]
+                lines.append(f"    → {send['to']}: waits for step {step}, and is rendered from its answer "
+                             f"(--step-response {step}=FILE shows it)")
+                continue
             if "error" in send:
                 lines.append(f"    → {send['to']}: CANNOT RENDER: {send['error']}")
                 continue

@@ -9,11 +9,14 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import ConfigError, GatewayError
 from gateway.ops.logs import LOG_FORMATS, LOG_LEVELS, SECRETS, remember_secrets, setup_logging
 from gateway.routing.compiled import LoadedConfig, load_config
+
+if TYPE_CHECKING:
+    from gateway.routing.chain import StepAnswer
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--cases", type=Path, help="run the rule tests in this cases file instead; exit 1 if any fails")
     test.add_argument("--source", help="source the payload arrives on (needed with several sources)")
     test.add_argument("--json", action="store_true", help="print one JSON object")
+    test.add_argument(
+        "--step-response", action="append", default=[], metavar="ID=FILE",
+        help="render the requests that run after step ID against this sample answer (its body; repeat for several)",
+    )
     test.set_defaults(run=_test)
     _add_delivery_commands(sub)
     return parser
@@ -118,9 +125,25 @@ def _test(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise GatewayError(f"cannot read {args.payload}: {exc.strerror}") from None
     remember_secrets(loaded)  # the report is masked already; this also hides credentials known from the config
-    report = SECRETS.mask_value(dry_run(loaded, body, args.source))
+    report = SECRETS.mask_value(dry_run(loaded, body, args.source, answers=_step_responses(args.step_response)))
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_text(report))
     return 0
+
+
+def _step_responses(given: list[str]) -> dict[str, StepAnswer]:
+    """`--step-response ID=FILE` options as sample answers."""
+    from gateway.routing.dry_run import sample_answer
+
+    answers = {}
+    for option in given:
+        step, equals, file = option.partition("=")
+        if not (step and equals and file):
+            raise GatewayError(f"--step-response {option!r}: write it as ID=FILE, e.g. contact=answer.json")
+        try:
+            answers[step] = sample_answer(Path(file).read_bytes())
+        except OSError as exc:
+            raise GatewayError(f"cannot read {file}: {exc.strerror}") from None
+    return answers
 
 
 def _test_cases(args: argparse.Namespace, loaded: LoadedConfig) -> int:

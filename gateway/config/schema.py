@@ -304,6 +304,11 @@ class SendConfig(Model):
     headers: dict[str, str] | None = Field(None, description="Extra headers (templates), added to the destination's.")
     url: str | None = Field(None, description="Overrides the destination's URL (a template).")
     method: HttpMethod | None = Field(None, description="Overrides the destination's method.")
+    id: str | None = Field(None, description="Names this request, so a later one of the route can run after it.")
+    after: str | None = Field(
+        None, description="The id of an earlier request of this route: this one is rendered and sent once that one "
+        "is delivered, and its templates see steps.<id>.status, .headers, .json and .text."
+    )
 
     @model_validator(mode="after")
     def _one_body(self) -> SendConfig:

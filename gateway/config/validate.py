@@ -28,6 +28,8 @@ from gateway.mask import Masker
 
 _QUOTED = re.compile(r"'([^']*)'")
 
+_STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
 
 @dataclass(frozen=True)
 class ReadConfig:
@@ -218,6 +220,7 @@ def _check_route_refs(config: GatewayConfig, index: int, route: RouteConfig, pro
             ConfigProblem(f"routes[{index}].source", f"unknown source '{route.source}'",
                           hint=_suggest(route.source, config.sources, "sources"))
         )
+    _check_steps(index, route, problems)
     for send_index, send in enumerate(route.send):
         at = f"routes[{index}].send[{send_index}]"
         destination = config.destinations.get(send.to)
@@ -228,6 +231,31 @@ def _check_route_refs(config: GatewayConfig, index: int, route: RouteConfig, pro
             )
         elif destination.credentials() is not None:
             _check_no_authorization_header(at, send.headers or {}, problems)
+
+
+def _check_steps(index: int, route: RouteConfig, problems: list[ConfigProblem]) -> None:
+    """Step ids are names templates can use (`steps.<id>`), once per route; `after` names an earlier one."""
+    earlier: set[str] = set()
+    for send_index, send in enumerate(route.send):
+        at = f"routes[{index}].send[{send_index}]"
+        if send.after is not None and send.after not in earlier:
+            guess = difflib.get_close_matches(send.after, sorted(earlier), n=1)
+            if any(other.id == send.after for other in route.send[send_index:]):
+                hint = "move this request below the one it runs after"
+            else:
+                hint = f"did you mean '{guess[0]}'?" if guess else f"give that request id: {send.after}"
+            problems.append(ConfigProblem(
+                f"{at}.after", f"no earlier request of route '{route.name}' has id '{send.after}'", hint=hint
+            ))
+        if send.id is None:
+            continue
+        if not _STEP_ID.match(send.id):
+            problems.append(ConfigProblem(f"{at}.id", f"id '{send.id}' is not a name templates can use",
+                                          hint="letters, digits and _, not starting with a digit"))
+        elif send.id in earlier:
+            problems.append(ConfigProblem(f"{at}.id", f"id '{send.id}' is used twice in route '{route.name}'",
+                                          hint="rename one"))
+        earlier.add(send.id)
 
 
 def _check_no_authorization_header(at: str, headers: dict[str, str], problems: list[ConfigProblem]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -16,12 +17,13 @@ from typing import Any
 from gateway.delivery import filters
 from gateway.delivery.filters import MAX_LIMIT as MAX_LIMIT  # re-exported: callers know them from here
 from gateway.delivery.filters import FilterError as FilterError
-from gateway.errors import GatewayError, PayloadError
+from gateway.errors import GatewayError, PayloadError, RenderError
 from gateway.mask import Masker
 from gateway.model import Attempt, Delivery, DeliveryFilter, DeliveryStatus, RenderedRequest, StoredEvent
+from gateway.routing.chain import snapshot_index
 from gateway.routing.compiled import LoadedConfig
 from gateway.routing.payload import parse_payload
-from gateway.routing.plan import IDEMPOTENCY_HEADER, PlannedSend, RouteVerdict, plan
+from gateway.routing.plan import IDEMPOTENCY_HEADER, PlannedSend, RouteVerdict, event_context, plan, render_chained
 from gateway.store.base import Store
 from gateway.store.factory import make_store
 
@@ -149,6 +151,9 @@ async def replay(
 async def _replay_one(store: Store, delivery: Delivery, now_ms: int, renderer: _Rerenderer | None) -> ReplayItem:
     if delivery.status is DeliveryStatus.PENDING:
         return ReplayItem(delivery, ReplayOutcome.SKIPPED, "already pending")
+    if delivery.after is not None and delivery.steps is None:  # never released: its step was never delivered
+        reason = f"it runs after delivery {delivery.after}: replay that one, and this one follows once it is delivered"
+        return ReplayItem(delivery, ReplayOutcome.SKIPPED, reason)
     replacement: dict[str, RenderedRequest] | None = None
     if renderer is not None:
         rendered = await renderer.request_for(delivery)
@@ -169,17 +174,17 @@ class _Rerenderer:
     def __init__(self, loaded: LoadedConfig, store: Store) -> None:
         self._loaded = loaded
         self._store = store
-        self._routed: dict[str, asyncio.Task[dict[str, RouteVerdict] | str]] = {}
+        self._routed: dict[str, asyncio.Task[_Routed | str]] = {}
 
     async def request_for(self, delivery: Delivery) -> RenderedRequest | ReplayItem:
         """The request the current config renders for `delivery`, or why there is none."""
         if delivery.event_id not in self._routed:
             self._routed[delivery.event_id] = asyncio.ensure_future(self._route(delivery.event_id))
-        verdicts = await self._routed[delivery.event_id]
-        if isinstance(verdicts, str):
-            return ReplayItem(delivery, ReplayOutcome.FAILED, verdicts)
+        routed = await self._routed[delivery.event_id]
+        if isinstance(routed, str):
+            return ReplayItem(delivery, ReplayOutcome.FAILED, routed)
         skipped, route = ReplayOutcome.SKIPPED, delivery.route
-        verdict = verdicts.get(route)
+        verdict = routed.verdicts.get(route)
         if verdict is None:
             return ReplayItem(delivery, skipped, f"route '{route}' is no longer in the config for its source")
         if not verdict.matched:
@@ -187,11 +192,17 @@ class _Rerenderer:
         send = _same_send(verdict.sends, delivery)
         if send is None:
             return ReplayItem(delivery, skipped, f"route '{route}' no longer sends to '{delivery.destination}'")
+        if send.snapshot is not None and delivery.steps is not None:  # chained: render it from the answers it had
+            try:
+                steps, payload = json.loads(delivery.steps), routed.payload
+                return await asyncio.to_thread(render_chained, send.snapshot, route, payload, routed.event, steps)
+            except RenderError as exc:
+                return ReplayItem(delivery, ReplayOutcome.FAILED, f"still cannot render: {exc}")
         if send.request is None:
             return ReplayItem(delivery, ReplayOutcome.FAILED, f"still cannot render: {send.error}")
         return send.request
 
-    async def _route(self, event_id: str) -> dict[str, RouteVerdict] | str:
+    async def _route(self, event_id: str) -> _Routed | str:
         event = await self._store.get_event(event_id)
         if event is None:
             return f"its event {event_id} is no longer stored"
@@ -199,20 +210,34 @@ class _Rerenderer:
             payload = parse_payload(event.body)
         except PayloadError as exc:
             return f"its event cannot be parsed: {exc}"
-        meta = {"id": event.id, "source": event.source, "received_at": event.received_at_ms / 1000}
         routes = self._loaded.routes_for(event.source)  # rendered off the event loop, as ingest does
-        verdicts = await asyncio.to_thread(plan, routes, payload, event.body, meta, explain=True)
-        return {verdict.route: verdict for verdict in verdicts}
+        verdicts = await asyncio.to_thread(plan, routes, payload, event.body, event_context(event), explain=True)
+        return _Routed({verdict.route: verdict for verdict in verdicts}, payload, event)
+
+
+@dataclass(frozen=True)
+class _Routed:
+    """A stored event routed again: each route's verdict, and what a chained request renders with."""
+
+    verdicts: dict[str, RouteVerdict]
+    payload: Any
+    event: StoredEvent
 
 
 def _same_send(sends: tuple[PlannedSend, ...], delivery: Delivery) -> PlannedSend | None:
-    """The send of a route that made `delivery`: same destination, and the same Idempotency-Key if several."""
+    """The send of a route that made `delivery`: same destination, and the same place in the route if several."""
     candidates = [send for send in sends if send.destination == delivery.destination]
-    key = delivery.request.headers.get(IDEMPOTENCY_HEADER) if delivery.request else None
-    for send in candidates:
-        if key is not None and send.request is not None and send.request.headers.get(IDEMPOTENCY_HEADER) == key:
-            return send
-    return candidates[0] if candidates else None
+    index = _index_in_route(delivery)
+    return next((send for send in candidates if send.index == index), candidates[0] if candidates else None)
+
+
+def _index_in_route(delivery: Delivery) -> int | None:
+    """Where the send that made `delivery` stands in its route: from its snapshot, or its Idempotency-Key."""
+    if delivery.template is not None:
+        return snapshot_index(delivery.template)
+    key = delivery.request.headers.get(IDEMPOTENCY_HEADER, "") if delivery.request else ""
+    tail = key.rpartition(":")[2]
+    return int(tail) if tail.isdigit() else None
 
 
 # What is shown: JSON-ready documents, secrets masked, shared by the CLI's --json and the admin API.
@@ -233,6 +258,8 @@ def delivery_document(
         "created_at_ms": delivery.created_at_ms,
         "updated_at_ms": delivery.updated_at_ms,
         "last_error": _masked(masker, delivery.last_error),
+        "step": delivery.step,
+        "after": delivery.after,
         "request": _request_document(delivery.request, masker, body_chars) if delivery.request else None,
     }
     if attempts is not None:

@@ -34,6 +34,7 @@ async def running_worker(
         worker = Worker(
             store, loaded.config.destinations, session, clock=clock, on_attempt=on_attempt,
             lease_margin_s=loaded.config.storage.lease_margin, limits=_shared_limits(loaded, store),
+            masker=loaded.masker,
         )
         tasks = [
             asyncio.create_task(worker.run(), name="worker"),

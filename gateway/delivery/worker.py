@@ -19,10 +19,12 @@ from gateway.clock import Clock, SystemClock
 from gateway.config.schema import DestinationConfig
 from gateway.delivery.auth import CredentialsBook, TokenFailure
 from gateway.delivery.backoff import next_delay_s
+from gateway.delivery.chains import releases
 from gateway.delivery.classify import Outcome, classify
 from gateway.delivery.limits import Limits, LocalLimits
 from gateway.delivery.send import Response, TransportFailure, send
 from gateway.errors import StoreUnavailable
+from gateway.mask import Masker
 from gateway.model import Attempt, AttemptResult, Delivery, DeliveryStatus, RenderedRequest
 from gateway.store.base import Store
 
@@ -52,6 +54,7 @@ class Worker:
         limits: Limits | None = None,
         on_attempt: OnAttempt | None = None,
         lease_margin_s: float = LEASE_MARGIN_S,
+        masker: Masker | None = None,
     ) -> None:
         self._store = store
         self._destinations = destinations
@@ -61,6 +64,7 @@ class Worker:
         self._poll_interval_s = poll_interval_s
         self._limits = limits or LocalLimits(destinations)
         self._credentials = CredentialsBook(destinations)
+        self._masker = masker or Masker()
         self._on_attempt = on_attempt
         self._lease_margin_s = lease_margin_s
         self._lease_ms = _lease_ms(destinations, lease_margin_s)
@@ -87,10 +91,12 @@ class Worker:
         """Look for due deliveries now (ingest calls this after storing new ones)."""
         self._wakeup.set()
 
-    async def reconfigure(self, destinations: Mapping[str, DestinationConfig]) -> None:
+    async def reconfigure(self, destinations: Mapping[str, DestinationConfig], masker: Masker | None = None) -> None:
         """Deliver to `destinations` from the next claim on (a config reload); attempts in flight finish as they
-        started and stay counted by the limits, which take the new settings too."""
+        started and stay counted by the limits, which take the new settings too. `masker` hides the new
+        config's secrets in the answers kept for request chains."""
         self._destinations = destinations
+        self._masker = masker or self._masker
         self._lease_ms = _lease_ms(destinations, self._lease_margin_s)
         self._limits.reconfigure(destinations)
         self._credentials.reconfigure(destinations)
@@ -212,7 +218,11 @@ class Worker:
     async def _attempt(self, delivery: Delivery, holds_slot: bool) -> None:
         config = self._destinations.get(delivery.destination)
         try:
-            result = _masked(await self._try(delivery, config), self._credentials.mask)
+            result, answer = await self._try(delivery, config)
+            result = _masked(result, self._credentials.mask)
+            if delivery.step is not None:
+                released = await releases(self._store, delivery, result, answer, self._masker, self._credentials.mask)
+                result = replace(result, released=released)
             recorded = await self._store.finish(delivery, result)
         except StoreUnavailable as exc:
             logger.warning("delivery %s: outcome not recorded (%s); retried once its lease runs out", delivery.id, exc)
@@ -227,19 +237,21 @@ class Worker:
         if self._on_attempt is not None:
             self._on_attempt(delivery, result)
 
-    async def _try(self, delivery: Delivery, config: DestinationConfig | None) -> AttemptResult:
+    async def _try(self, delivery: Delivery, config: DestinationConfig | None) -> tuple[AttemptResult, Response | None]:
+        """The attempt's result, and the destination's answer when there was one."""
         started_at_ms = self._clock.now_ms()
         if config is None:
             reason = f"destination {delivery.destination!r} is not in the config; add it back and replay"
-            return _dead(delivery, started_at_ms, None, reason)
+            return _dead(delivery, started_at_ms, None, reason), None
         if delivery.request is None:
             reason = "nothing to send: the request was never rendered; fix the template and replay with --rerender"
-            return _dead(delivery, started_at_ms, None, reason)
+            return _dead(delivery, started_at_ms, None, reason), None
         answer = await self._send(delivery.request, delivery.destination, config)
         if isinstance(answer, TokenFailure):
-            return self._next_state(delivery, config, started_at_ms, answer, answer.outcome)
+            return self._next_state(delivery, config, started_at_ms, answer, answer.outcome), None
         outcome = classify(config.type, answer, self._clock.now_ms())
-        return self._next_state(delivery, config, started_at_ms, answer, outcome)
+        result = self._next_state(delivery, config, started_at_ms, answer, outcome)
+        return result, answer if isinstance(answer, Response) else None
 
     async def _send(
         self, request: RenderedRequest, destination: str, config: DestinationConfig

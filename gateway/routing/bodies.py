@@ -208,29 +208,45 @@ class OriginalBody:
         return body, _JSON
 
 
-def compile_body(
-    send: SendConfig, method: str, base_dir: Path, at: str, problems: list[ConfigProblem]
-) -> JsonBody | TextBody | OriginalBody:
+@dataclass(frozen=True)
+class BodySource:
+    """A send's body form as plain data: `json` (a YAML structure), `card` (a Teams Adaptive Card), `text` (a
+    template; a template file's text, read at load), `original` (the webhook's body) or `empty`. `path` names it
+    in the config, `origin` the template's file."""
+
+    kind: str
+    path: str
+    source: Any = None
+    origin: str = "the template"
+
+
+def body_source(send: SendConfig, method: str, base_dir: Path, at: str, problems: list[ConfigProblem]) -> BodySource:
     if send.body is not None:
-        items: list[str | _Leaf] = []
-        _compile_tree(send.body, f"{at}.body", problems, items)
-        return JsonBody.of(_joined(items), f"{at}.body")
+        return BodySource("json", f"{at}.body", send.body)
     if send.card is not None:
-        items = [_CARD_OPEN]
-        _compile_tree(send.card, f"{at}.card", problems, items)
-        items.append(_CARD_CLOSE)
-        return JsonBody.of(_joined(items), f"{at}.card")
+        return BodySource("card", f"{at}.card", send.card)
     if send.template is not None:
-        return TextBody(compile_text(send.template, f"{at}.template", problems), send.template)
+        return BodySource("text", f"{at}.template", send.template)
     if send.template_file is not None:
         path, file = f"{at}.template_file", base_dir / send.template_file
         try:
-            source = read_beside(base_dir, send.template_file)
+            return BodySource("text", path, read_beside(base_dir, send.template_file), str(file))
         except ValueError as exc:
             hint = "paths are relative to the config file, inside its folder"
             problems.append(ConfigProblem(path, f"template file {file} {exc}", hint=hint))
-            return TextBody("")
-        return TextBody(compile_text(source, path, problems, origin=str(file)), source)
-    if method in BODILESS_METHODS:
-        return TextBody("")
-    return OriginalBody()
+            return BodySource("text", path, "")
+    return BodySource("empty" if method in BODILESS_METHODS else "original", at)
+
+
+def compile_body(body: BodySource, problems: list[ConfigProblem]) -> JsonBody | TextBody | OriginalBody:
+    if body.kind in ("json", "card"):
+        items: list[str | _Leaf] = [_CARD_OPEN] if body.kind == "card" else []
+        _compile_tree(body.source, body.path, problems, items)
+        if body.kind == "card":
+            items.append(_CARD_CLOSE)
+        return JsonBody.of(_joined(items), body.path)
+    if body.kind == "text":
+        return TextBody(compile_text(body.source, body.path, problems, origin=body.origin), body.source)
+    if body.kind == "original":
+        return OriginalBody()
+    return TextBody("")

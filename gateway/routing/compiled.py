@@ -16,16 +16,22 @@ from gateway.config.schema import GatewayConfig
 from gateway.config.validate import read_config
 from gateway.errors import ConfigProblem, plural
 from gateway.mask import Masker
+from gateway.routing.chain import snapshot
 from gateway.routing.conditions import Predicate, compile_condition
 from gateway.routing.sandbox import RenderLimits
-from gateway.routing.templates import RequestTemplate, compile_request
+from gateway.routing.templates import RequestTemplate, compile_request, request_source
 
 
 @dataclass(frozen=True)
 class CompiledSend:
+    """One request of a route; `snapshot` (a chained one's source, see `gateway.routing.chain`) when it has `after`."""
+
     destination: str
     template: RequestTemplate
     max_attempts: int
+    step: str | None = None
+    after: str | None = None
+    snapshot: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -102,8 +108,13 @@ def _compile_routes(config: GatewayConfig, base_dir: Path, problems: list[Config
                 continue  # reported by _cross_check
             at_send = f"{at}.send[{send_index}]"
             template = compile_request(send, destination, base_dir, at_send, problems, route=route.name, limits=limits)
-            if template is not None:
-                sends.append(CompiledSend(send.to, template, destination.retry.attempts))
-        source = route.source or only_source
-        routes.append(CompiledRoute(route.name, source, predicate, tuple(sends), stop=not route.continue_))
+            if template is None:
+                continue
+            chained = None
+            if send.after is not None:
+                source = request_source(send, destination, base_dir, at_send, [], route=route.name)
+                chained = snapshot(source, send_index, limits)
+            sends.append(CompiledSend(send.to, template, destination.retry.attempts, send.id, send.after, chained))
+        source_name = route.source or only_source
+        routes.append(CompiledRoute(route.name, source_name, predicate, tuple(sends), stop=not route.continue_))
     return tuple(routes)

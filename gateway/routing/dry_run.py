@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from gateway.config.presets import shown_authorization
 from gateway.config.schema import DestinationConfig
 from gateway.errors import GatewayError
+from gateway.routing.chain import StepAnswer, step_view
 from gateway.routing.compiled import LoadedConfig
 from gateway.routing.payload import is_validation_request, parse_payload
 from gateway.routing.plan import RouteVerdict, plan
@@ -25,22 +27,42 @@ def pick_source(config: LoadedConfig, source: str | None) -> str:
     return source
 
 
+def sample_answer(content: bytes) -> StepAnswer:
+    """A sample answer for a dry run: status 200, JSON when the body parses as JSON."""
+    try:
+        json.loads(content)
+    except ValueError:
+        return StepAnswer(200, {"Content-Type": "text/plain; charset=utf-8"}, content)
+    return StepAnswer(200, {"Content-Type": "application/json"}, content)
+
+
 def dry_run(
-    config: LoadedConfig, body: bytes, source: str | None = None, event: Mapping[str, Any] | None = None
+    config: LoadedConfig,
+    body: bytes,
+    source: str | None = None,
+    event: Mapping[str, Any] | None = None,
+    answers: Mapping[str, StepAnswer] | None = None,
 ) -> dict[str, Any]:
     """Route `body` as ingest would, without storing or sending; the result is JSON-ready and masked.
 
     `event` is what templates see as `event` (`id`, `source`, `received_at`): a stored event's, to
-    trace it again; by default a made-up one received now.
+    trace it again; by default a made-up one received now. Chained requests show as waiting for
+    their step, or rendered from the step's answer in `answers`.
     """
     name = pick_source(config, source)
+    steps = {send.step for route in config.routes_for(name) for send in route.sends if send.step is not None}
+    unknown = sorted(set(answers or {}) - steps)
+    if unknown:
+        known = ", ".join(sorted(steps)) or "none"
+        raise GatewayError(f"no request of source '{name}' has id '{unknown[0]}' (ids: {known})")
     if is_validation_request(body):
         return {"source": name, "validation_request": True, "routes": []}
     payload = parse_payload(body)
     if not isinstance(payload, dict) or "rule" not in payload:
         return {"source": name, "validation_request": True, "routes": []}
     meta = event or {"id": "evt_dry_run", "source": name, "received_at": time.time()}
-    verdicts = plan(config.routes_for(name), payload, body, meta, explain=True)
+    views = {step: step_view(answer, config.masker) for step, answer in (answers or {}).items()}
+    verdicts = plan(config.routes_for(name), payload, body, meta, explain=True, answers=views)
     return {
         "source": name,
         "validation_request": False,
@@ -63,7 +85,9 @@ def _verdict(config: LoadedConfig, verdict: RouteVerdict) -> dict[str, Any]:
     sends = []
     for send in verdict.sends:
         entry: dict[str, Any] = {"to": send.destination}
-        if send.request is None:
+        if send.waiting_on is not None:
+            entry["waiting_on"] = send.waiting_on
+        elif send.request is None:
             entry["error"] = masker.text(send.error or "")
         else:
             request = masker.request(send.request)

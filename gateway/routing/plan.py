@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import RenderError
-from gateway.model import NewDelivery, RenderedRequest
+from gateway.model import NewDelivery, RenderedRequest, StoredEvent
+from gateway.routing.chain import compiled_snapshot
 from gateway.routing.compiled import CompiledRoute
 from gateway.routing.payload import payload_view
-from gateway.routing.templates import template_context
+from gateway.routing.templates import RequestTemplate, template_context
 
 EVENT_ID_HEADER = "X-Gateway-Event-Id"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -23,11 +24,22 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 @dataclass(frozen=True)
 class PlannedSend:
+    """One request of a matched route. A chained one (`after`) carries its `snapshot`; it has no request yet
+    (`waiting_on` its step) unless a dry run was given that step's answer, and an error when its step failed."""
+
     route: str
     destination: str
     max_attempts: int
     request: RenderedRequest | None
     error: str | None
+    index: int = 0  # its place in the route's `send`
+    step: str | None = None
+    after: str | None = None
+    snapshot: bytes | None = None
+
+    @property
+    def waiting_on(self) -> str | None:
+        return self.after if self.request is None and self.error is None else None
 
 
 @dataclass(frozen=True)
@@ -50,13 +62,19 @@ def new_id(prefix: str, now_ms: int) -> str:
 
 
 def plan(
-    routes: list[CompiledRoute], payload: Any, original: bytes, event: Mapping[str, Any], explain: bool = False
+    routes: list[CompiledRoute],
+    payload: Any,
+    original: bytes,
+    event: Mapping[str, Any],
+    explain: bool = False,
+    answers: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[RouteVerdict]:
     """Judge every route in order, rendering the requests of those that match; `original` is the body `payload`
     was parsed from.
 
     A route with `continue: false` that matches ends the walk; the routes after it are
-    reported as not matched, with the reason when `explain` is set.
+    reported as not matched, with the reason when `explain` is set. Chained requests wait for
+    their step, unless `answers` (a dry run's sample answers, as `steps.<id>` shows them) has it.
     """
     view = payload_view(payload)
     context: dict[str, Any] | None = None
@@ -74,37 +92,79 @@ def plan(
             continue
         if context is None:
             context = template_context(payload, event, original)
-        verdicts.append(RouteVerdict(route.name, True, None, tuple(_render(route, context, event))))
+        verdicts.append(RouteVerdict(route.name, True, None, tuple(_render(route, context, event, answers or {}))))
         if route.stop:
             stopped_by = route.name
     return verdicts
 
 
-def _render(route: CompiledRoute, context: Mapping[str, Any], event: Mapping[str, Any]) -> list[PlannedSend]:
-    planned = []
+def _render(
+    route: CompiledRoute, context: Mapping[str, Any], event: Mapping[str, Any], answers: Mapping[str, Any]
+) -> list[PlannedSend]:
+    planned: list[PlannedSend] = []
+    seen: dict[str, dict[str, Any]] = {}  # step id -> the steps its templates saw
+    by_step: dict[str, PlannedSend] = {}
     for index, send in enumerate(route.sends):
-        try:
-            request = send.template.render(context)
-        except RenderError as exc:
-            planned.append(PlannedSend(route.name, send.destination, send.max_attempts, None, str(exc)))
-            continue
-        # Stable across retries and replays, so receivers can drop duplicates.
-        request.headers.setdefault(EVENT_ID_HEADER, str(event["id"]))
-        request.headers.setdefault(IDEMPOTENCY_HEADER, f"{event['id']}:{route.name}:{index}")
-        planned.append(PlannedSend(route.name, send.destination, send.max_attempts, request, None))
+        steps: dict[str, Any] = {}
+        request: RenderedRequest | None = None
+        error: str | None = None
+        before = by_step.get(send.after) if send.after is not None else None
+        if send.after is None:
+            request, error = _request(send.template, context, event, route.name, index)
+        elif before is None or before.error is not None:
+            error = f"step {send.after} failed"
+        elif before.request is not None and send.after in answers:
+            steps = {**seen.get(send.after, {}), send.after: answers[send.after]}
+            request, error = _request(send.template, {**context, "steps": steps}, event, route.name, index)
+        one = PlannedSend(route.name, send.destination, send.max_attempts, request, error, index, send.step,
+                          send.after, send.snapshot)
+        planned.append(one)
+        if send.step is not None:
+            by_step[send.step], seen[send.step] = one, steps
     return planned
 
 
+def _request(
+    template: RequestTemplate, context: Mapping[str, Any], event: Mapping[str, Any], route: str, index: int
+) -> tuple[RenderedRequest | None, str | None]:
+    try:
+        request = template.render(context)
+    except RenderError as exc:
+        return None, str(exc)
+    # Stable across retries and replays, so receivers can drop duplicates.
+    request.headers.setdefault(EVENT_ID_HEADER, str(event["id"]))
+    request.headers.setdefault(IDEMPOTENCY_HEADER, f"{event['id']}:{route}:{index}")
+    return request, None
+
+
+def event_context(event: StoredEvent) -> dict[str, Any]:
+    """`event` as templates see it, for a stored event rendered again (chains, replay with re-rendering)."""
+    return {"id": event.id, "source": event.source, "received_at": event.received_at_ms / 1000}
+
+
+def render_chained(blob: bytes, route: str, payload: Any, event: StoredEvent, steps: Mapping[str, Any]
+                   ) -> RenderedRequest:
+    """A chained delivery's request, from its snapshot, its stored event and its steps' answers; raises RenderError."""
+    index, template = compiled_snapshot(blob)
+    meta = event_context(event)
+    context = {**template_context(payload, meta, event.body), "steps": steps}
+    request, error = _request(template, context, meta, route, index)
+    if request is None:
+        raise RenderError(error)
+    return request
+
+
 def to_deliveries(verdicts: list[RouteVerdict], now_ms: int) -> list[NewDelivery]:
-    return [
-        NewDelivery(
-            id=new_id("dlv", now_ms),
-            route=send.route,
-            destination=send.destination,
-            max_attempts=send.max_attempts,
-            request=send.request,
-            error=send.error,
-        )
-        for verdict in verdicts
-        for send in verdict.sends
-    ]
+    deliveries: list[NewDelivery] = []
+    for verdict in verdicts:
+        by_step: dict[str, str] = {}
+        for send in verdict.sends:
+            delivery_id = new_id("dlv", now_ms)
+            if send.step is not None:
+                by_step[send.step] = delivery_id
+            after = by_step.get(send.after) if send.after is not None else None
+            deliveries.append(NewDelivery(
+                id=delivery_id, route=send.route, destination=send.destination, max_attempts=send.max_attempts,
+                request=send.request, error=send.error, step=send.step, after=after, template=send.snapshot,
+            ))  # fmt: skip
+    return deliveries

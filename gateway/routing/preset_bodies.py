@@ -39,18 +39,28 @@ def check_send(
         _check_pagerduty(send, destination, at, problems)
 
 
-def body_finisher(send: SendConfig, destination: DestinationConfig, route: str) -> BodyFinisher | None:
-    """What the preset does to each rendered body of `send`, in route `route`; None when nothing."""
+def finisher_spec(send: SendConfig, destination: DestinationConfig, route: str) -> list[str | None] | None:
+    """What the preset does to each rendered body of `send`, in route `route`, as plain data (a chained
+    request keeps it with its snapshot); None when nothing."""
     if destination.type == "teams" and send.card is None:
-        return _teams_envelope_check
+        return ["teams"]
     if destination.type == "pagerduty":
-        routing_key = destination.routing_key.get_secret_value() if destination.routing_key else None
-
-        def pagerduty_keys(body: bytes, scope: Scope) -> bytes:
-            return _pagerduty_keys(body, routing_key, f"{scope['event']['id']}:{route}")
-
-        return pagerduty_keys
+        return ["pagerduty", route, destination.routing_key.get_secret_value() if destination.routing_key else None]
     return None
+
+
+def body_finisher(spec: list[str | None] | None) -> BodyFinisher | None:
+    """The function a `finisher_spec` stands for."""
+    if spec is None:
+        return None
+    if spec[0] == "teams":
+        return _teams_envelope_check
+    _, route, routing_key = spec
+
+    def pagerduty_keys(body: bytes, scope: Scope) -> bytes:
+        return _pagerduty_keys(body, routing_key, f"{scope['event']['id']}:{route}")
+
+    return pagerduty_keys
 
 
 def envelope_problem(document: Any) -> str | None:

@@ -21,6 +21,7 @@ Templates are Jinja in an immutable sandbox with `StrictUndefined`. Choices wort
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,9 +30,17 @@ from gateway.config.presets import request_defaults
 from gateway.config.schema import DestinationConfig, SendConfig
 from gateway.errors import ConfigProblem, RenderError
 from gateway.model import RenderedRequest
-from gateway.routing.bodies import ORIGINAL_BODY, JsonBody, OriginalBody, TextBody, compile_body
+from gateway.routing.bodies import (
+    ORIGINAL_BODY,
+    BodySource,
+    JsonBody,
+    OriginalBody,
+    TextBody,
+    body_source,
+    compile_body,
+)
 from gateway.routing.payload import payload_view
-from gateway.routing.preset_bodies import BodyFinisher, body_finisher, check_send
+from gateway.routing.preset_bodies import BodyFinisher, body_finisher, check_send, finisher_spec
 from gateway.routing.sandbox import DEFAULT_LIMITS, RenderLimits, budget, current_budget
 from gateway.routing.template_env import ENV, Text, compile_text, render_text
 
@@ -109,18 +118,43 @@ def template_context(payload: Any, event: Mapping[str, Any], original: bytes) ->
     return names
 
 
-def _compile_url(send: SendConfig, destination: DestinationConfig, at: str, problems: list[ConfigProblem]) -> Text:
+_HeaderSource = tuple[str, str | None, str]  # name, config path (None: a preset's constant), value
+
+
+@dataclass(frozen=True)
+class RequestSource:
+    """A send as plain data, its destination's defaults merged in: what its request template compiles from.
+
+    A chained request keeps this (as JSON) with its delivery, so it is rendered as the config was at ingest.
+    """
+
+    method: str
+    url: tuple[str, str]  # config path, URL template ("" when missing: reported at load)
+    headers: tuple[_HeaderSource, ...]
+    content_type_set: bool
+    body: BodySource
+    finish: list[str | None] | None  # what the destination's preset does to each body (`preset_bodies`)
+
+    def to_data(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> RequestSource:
+        return cls(data["method"], tuple(data["url"]), tuple(tuple(header) for header in data["headers"]),
+                   data["content_type_set"], BodySource(**data["body"]), data["finish"])
+
+
+def _url_source(
+    send: SendConfig, destination: DestinationConfig, at: str, problems: list[ConfigProblem]
+) -> tuple[str, str]:
     if send.url is not None:
         url, path = request_defaults(destination.model_copy(update={"url": send.url})).url, f"{at}.url"
     else:
         url, path = request_defaults(destination).url, f"destinations.{send.to}.url"
     if not (send.url or destination.url):
         problems.append(ConfigProblem(path, "missing: give the destination a url, or this send one"))
-        return url
-    return compile_text(url, path, problems, check=_checked_url)
-
-
-_HeaderSource = tuple[str, str | None, str]  # name, config path (None: a preset's constant), value
+        return path, ""
+    return path, url
 
 
 def _header_sources(send: SendConfig, destination: DestinationConfig, at: str) -> dict[str, _HeaderSource]:
@@ -135,6 +169,41 @@ def _header_sources(send: SendConfig, destination: DestinationConfig, at: str) -
     return merged
 
 
+def request_source(
+    send: SendConfig, destination: DestinationConfig, base_dir: Path, at: str, problems: list[ConfigProblem],
+    *, route: str,
+) -> RequestSource:  # fmt: skip
+    """One `send` (at YAML path `at`, in route `route`) with its destination's defaults, its template file read."""
+    method = (send.method or destination.method).upper()
+    sources = _header_sources(send, destination, at)
+    content_type = sources.get("content-type")
+    content_type_set = content_type is not None and content_type[1] is not None
+    if not content_type_set:
+        sources.pop("content-type", None)
+    body = body_source(send, method, base_dir, at, problems)
+    return RequestSource(method, _url_source(send, destination, at, problems), tuple(sources.values()),
+                         content_type_set, body, finisher_spec(send, destination, route))
+
+
+def compile_source(
+    source: RequestSource, problems: list[ConfigProblem], limits: RenderLimits = DEFAULT_LIMITS
+) -> RequestTemplate | None:
+    """Compile a request's templates, to render within `limits`; every problem found is appended to `problems`,
+    and then None is returned."""
+    found = len(problems)
+    path, url_source = source.url
+    url = compile_text(url_source, path, problems, check=_checked_url) if url_source else ""
+    headers = tuple(
+        (name, value if path is None else compile_text(value, path, problems, check=_checked_header))
+        for name, path, value in source.headers
+    )
+    body = compile_body(source.body, problems)
+    if len(problems) > found:
+        return None
+    finish = body_finisher(source.finish)
+    return RequestTemplate(source.method, url, headers, body, source.content_type_set, finish, limits)
+
+
 def compile_request(
     send: SendConfig,
     destination: DestinationConfig,
@@ -147,23 +216,10 @@ def compile_request(
 ) -> RequestTemplate | None:
     """Compile one `send` (at YAML path `at`, in route `route`) against its destination.
 
-    Every problem found is appended to `problems`; None is returned when there was any.
+    Every problem found, the preset's checks included, is appended to `problems`; None is returned when there was any.
     """
     found = len(problems)
-    method = (send.method or destination.method).upper()
-    url = _compile_url(send, destination, at, problems)
-    sources = _header_sources(send, destination, at)
-    content_type = sources.get("content-type")
-    content_type_set = content_type is not None and content_type[1] is not None
-    if not content_type_set:
-        sources.pop("content-type", None)
-    headers = tuple(
-        (name, value if path is None else compile_text(value, path, problems, check=_checked_header))
-        for name, path, value in sources.values()
-    )
-    body = compile_body(send, method, base_dir, at, problems)
-    check_send(send, destination, body.source if isinstance(body, TextBody) else None, at, problems)
-    if len(problems) > found:
-        return None
-    finish = body_finisher(send, destination, route)
-    return RequestTemplate(method, url, headers, body, content_type_set, finish, limits)
+    source = request_source(send, destination, base_dir, at, problems, route=route)
+    template = compile_source(source, problems, limits)
+    check_send(send, destination, source.body.source if source.body.kind == "text" else None, at, problems)
+    return template if len(problems) == found else None

@@ -49,7 +49,8 @@ class Store(ABC):
         If an event of the same source with the same `dedupe_key` was stored less than
         `dedupe_window_ms` before `event.received_at_ms`, nothing is stored and the result
         names the first event with `duplicate=True, deliveries=0`. Deliveries with a request
-        start pending and due at `received_at_ms`; those without one start dead with `error`.
+        start pending and due at `received_at_ms`; those without one start dead with `error`,
+        or, chained ones without an error, held (never claimed until a `finish` releases them).
         Returns only after the write is durable. Raises StoreUnavailable when it cannot write.
         """
 
@@ -66,7 +67,10 @@ class Store(ABC):
         """Record an attempt and move the delivery to its next state.
 
         The attempt is always recorded. The state changes only if `delivery.lease_token` still
-        holds the lease; returns False when another worker has taken it over since.
+        holds the lease; returns False when another worker has taken it over since. With the
+        state, and only then, each of `result.released` that is not pending becomes pending with
+        its request (attempts 0, due when the attempt ended) or dead with its error, keeping its
+        `steps`.
         """
 
     @abstractmethod
@@ -101,7 +105,7 @@ class Store(ABC):
     ) -> int:
         """Make dead or delivered deliveries pending again, due now, with their attempt count reset.
 
-        Pending ones are left alone, so replaying twice queues nothing twice. `requests`
+        Pending and held ones are left alone, so replaying twice queues nothing twice. `requests`
         replaces the stored request of the named deliveries (replay with re-rendering).
         Returns how many were re-queued.
         """

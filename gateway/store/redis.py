@@ -63,7 +63,15 @@ from gateway.store import redis_scripts as lua
 from gateway.store.base import Store
 from gateway.store.redis_activity import ACTIVITY, INDEX_OLD, index_old_records, parse_activity
 from gateway.store.redis_events import fact_fields, find_events, index_old_events
-from gateway.store.redis_records import counted, matches, new_delivery_fields, pairs, read_delivery, request_fields
+from gateway.store.redis_records import (
+    counted,
+    matches,
+    new_delivery_fields,
+    pairs,
+    read_delivery,
+    release_fields,
+    request_fields,
+)
 
 log = logging.getLogger("gateway.store")
 
@@ -198,9 +206,10 @@ class RedisStore(Store):
                   attempt.response_excerpt]  # fmt: skip
         next_at = "" if result.next_attempt_at_ms is None else result.next_attempt_at_ms
         args = [self.prefix, delivery.id, delivery.lease_token or "", result.status.value, next_at,
-                attempt.started_at_ms + round(attempt.elapsed_ms), json.dumps(record)]  # fmt: skip
-        if attempt.error is not None:
-            args.append(attempt.error)
+                attempt.started_at_ms + round(attempt.elapsed_ms), json.dumps(record),
+                "0" if attempt.error is None else "1", attempt.error or ""]  # fmt: skip
+        for release in result.released:
+            args += [release.delivery_id, *counted(release_fields(release))]
         async with self._call("record the attempt") as (_, scripts):
             return bool(await scripts.finish(args=args))
 

@@ -80,7 +80,7 @@ def _narrowest_index(prefix: str, query: EventQuery) -> tuple[str, bool]:
                         ("sender", query.sender.lower() if query.sender else None)):  # fmt: skip
         if value is not None:
             return f"{prefix}events:{name}:{value}", False
-    if query.status in (DeliveryStatus.PENDING, DeliveryStatus.DEAD):  # few beside delivered ones
+    if query.status in (DeliveryStatus.PENDING, DeliveryStatus.HELD, DeliveryStatus.DEAD):  # few beside delivered
         return f"{prefix}status:{query.status.value}", True
     if query.rule_type is not None:
         return f"{prefix}events:rule_type:{query.rule_type}", False

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gateway.model import Delivery, DeliveryFilter, DeliveryStatus, NewDelivery, NewEvent, RenderedRequest
+from gateway.model import Delivery, DeliveryFilter, DeliveryStatus, NewDelivery, NewEvent, Release, RenderedRequest
 
 
 def counted(fields: Mapping[str, Any]) -> list[Any]:
@@ -15,17 +15,27 @@ def counted(fields: Mapping[str, Any]) -> list[Any]:
 
 
 def new_delivery_fields(event: NewEvent, new: NewDelivery) -> dict[str, Any]:
-    status = DeliveryStatus.PENDING if new.request is not None else DeliveryStatus.DEAD
     at_ms = event.received_at_ms
     fields: dict[str, Any] = {
         "id": new.id, "event_id": event.id, "route": new.route, "destination": new.destination,
-        "status": status.value, "attempts": 0, "max_attempts": new.max_attempts, "next_attempt_at_ms": at_ms,
+        "status": new.status.value, "attempts": 0, "max_attempts": new.max_attempts, "next_attempt_at_ms": at_ms,
         "created_at_ms": at_ms, "updated_at_ms": at_ms,
     }  # fmt: skip
     if new.request is not None:
         fields.update(request_fields(new.request))
-    if new.error is not None:
-        fields["last_error"] = new.error
+    optional = {"last_error": new.error, "step": new.step, "after": new.after, "template": new.template}
+    fields.update((name, value) for name, value in optional.items() if value is not None)
+    return fields
+
+
+def release_fields(release: Release) -> dict[str, Any]:
+    """What a freed chained delivery becomes: pending with its request, or dead with the error."""
+    if release.request is not None:
+        fields: dict[str, Any] = {"status": DeliveryStatus.PENDING.value, **request_fields(release.request)}
+    else:
+        fields = {"status": DeliveryStatus.DEAD.value, "last_error": release.error or ""}
+    if release.steps is not None:
+        fields["steps"] = release.steps
     return fields
 
 
@@ -65,6 +75,10 @@ def read_delivery(fields: Mapping[bytes, bytes]) -> Delivery:
         request=request,
         last_error=text(b"last_error"),
         lease_token=text(b"lease_token"),
+        step=text(b"step"),
+        after=text(b"after"),
+        template=fields.get(b"template"),
+        steps=fields.get(b"steps"),
     )
 
 

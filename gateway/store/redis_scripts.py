@@ -80,7 +80,7 @@ return claimed
 """
 
 FINISH = """
-local P, id, token, status, next_at, ended_at, attempt, error = unpack(ARGV)
+local P, id, token, status, next_at, ended_at, attempt, has_error, error = unpack(ARGV, 1, 9)
 local key = P .. 'delivery:' .. id
 if redis.call('EXISTS', key) == 0 then return 0 end
 redis.call('RPUSH', P .. 'attempts:' .. id, attempt)
@@ -90,13 +90,13 @@ if token == '' or held ~= token or current ~= 'pending' then return 0 end
 redis.call('HINCRBY', key, 'attempts', 1)
 redis.call('HSET', key, 'status', status, 'updated_at_ms', ended_at)
 redis.call('HDEL', key, 'lease_token')
-if error then redis.call('HSET', key, 'last_error', error) else redis.call('HDEL', key, 'last_error') end
+if has_error == '1' then redis.call('HSET', key, 'last_error', error) else redis.call('HDEL', key, 'last_error') end
 if next_at ~= '' then redis.call('HSET', key, 'next_attempt_at_ms', next_at) end
 local due, state = P .. 'due:' .. destination, P .. 'state:' .. destination .. ':'
 redis.call('ZREM', P .. 'leased:' .. destination, id)
 redis.call('ZREM', state .. 'waiting', id)
 local failed = P .. 'last_error:' .. destination
-if error and status ~= 'delivered' then
+if has_error == '1' and status ~= 'delivered' then
   redis.call('HSET', failed, 'at', ended_at, 'error', error, 'id', id)
 elseif status == 'delivered' and redis.call('HGET', failed, 'id') == id then
   redis.call('DEL', failed)
@@ -111,6 +111,37 @@ else
   redis.call('ZREM', state .. 'retrying', id)
   redis.call('ZADD', state .. status, created, id)
 end
+-- Chained deliveries this outcome frees: id, n, then n field/value pairs (status, the request or
+-- last_error, steps). One already pending is left alone.
+local i = 10
+while i <= #ARGV do
+  local rid, n = ARGV[i], tonumber(ARGV[i + 1])
+  local rkey = P .. 'delivery:' .. rid
+  local was, rdestination, rcreated = unpack(redis.call('HMGET', rkey, 'status', 'destination', 'created_at_ms'))
+  if was and was ~= 'pending' then
+    redis.call('HDEL', rkey, 'method', 'url', 'headers', 'body', 'last_error', 'lease_token')
+    local now_status
+    for j = i + 2, i + 1 + 2 * n, 2 do
+      redis.call('HSET', rkey, ARGV[j], ARGV[j + 1])
+      if ARGV[j] == 'status' then now_status = ARGV[j + 1] end
+    end
+    redis.call('HSET', rkey, 'attempts', 0, 'next_attempt_at_ms', ended_at, 'updated_at_ms', ended_at)
+    redis.call('ZREM', P .. 'status:' .. was, rid)
+    redis.call('ZADD', P .. 'status:' .. now_status, rcreated, rid)
+    local rstate = P .. 'state:' .. rdestination .. ':'
+    redis.call('ZREM', rstate .. was, rid)
+    if now_status == 'pending' then
+      redis.call('ZADD', rstate .. 'waiting', rcreated, rid)
+      redis.call('ZADD', P .. 'due:' .. rdestination, ended_at, rid)
+      redis.call('SADD', P .. 'destinations', rdestination)
+    else
+      redis.call('ZADD', rstate .. now_status, rcreated, rid)
+      local rerror = redis.call('HGET', rkey, 'last_error')
+      redis.call('HSET', P .. 'last_error:' .. rdestination, 'at', ended_at, 'error', rerror, 'id', rid)
+    end
+  end
+  i = i + 2 + 2 * n
+end
 return 1
 """
 
@@ -122,7 +153,7 @@ while i <= #ARGV do
   local key = P .. 'delivery:' .. id
   local status, destination, created, method = unpack(
     redis.call('HMGET', key, 'status', 'destination', 'created_at_ms', 'method'))
-  if status and status ~= 'pending' and (n > 0 or method) then
+  if (status == 'dead' or status == 'delivered') and (n > 0 or method) then
     for j = i + 2, i + 1 + 2 * n, 2 do redis.call('HSET', key, ARGV[j], ARGV[j + 1]) end
     redis.call('HSET', key, 'status', 'pending', 'attempts', 0, 'next_attempt_at_ms', now, 'updated_at_ms', now)
     redis.call('HDEL', key, 'lease_token')

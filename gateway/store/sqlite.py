@@ -45,7 +45,7 @@ _PRUNE_CHUNK = 500
 
 _DELIVERY_COLUMNS = (
     "id, event_id, route, destination, status, attempts, max_attempts, next_attempt_at_ms, created_at_ms, "
-    "updated_at_ms, method, url, headers, body, last_error, lease_token"
+    "updated_at_ms, method, url, headers, body, last_error, lease_token, step, after_id, template, steps"
 )
 _FIND_DUPLICATE = (
     "SELECT id FROM events WHERE source = ? AND dedupe_key = ? AND received_at_ms > ? ORDER BY received_at_ms LIMIT 1"
@@ -54,7 +54,7 @@ _INSERT_EVENT = (
     "INSERT INTO events (id, source, dedupe_key, received_at_ms, body, conversation_id, subject, sender, rule_type) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_DELIVERY = f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES ({', '.join('?' * 16)})"
+_INSERT_DELIVERY = f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES ({', '.join('?' * 20)})"
 _SELECT_DUE = (
     "SELECT id FROM deliveries WHERE status = 'pending' AND destination = ? AND next_attempt_at_ms <= ? "
     "ORDER BY next_attempt_at_ms LIMIT ?"
@@ -75,7 +75,12 @@ _REQUEUE = (  # the four coalesce() arguments replace the request when given; a 
     # Plain `?` placeholders: Python 3.12.0-3.12.3 wrongly warn about numbered ones (`?1`) bound from a sequence.
     "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = ?, updated_at_ms = ?, "
     "lease_token = NULL, method = coalesce(?, method), url = coalesce(?, url), headers = coalesce(?, headers), "
-    "body = coalesce(?, body) WHERE id = ? AND status != 'pending' AND coalesce(?, method) IS NOT NULL"
+    "body = coalesce(?, body) WHERE id = ? AND status IN ('dead', 'delivered') AND coalesce(?, method) IS NOT NULL"
+)
+_RELEASE = (  # a chained delivery freed by its step: pending with a request, or dead without one
+    "UPDATE deliveries SET status = ?, attempts = 0, next_attempt_at_ms = ?, updated_at_ms = ?, lease_token = NULL, "
+    "method = ?, url = ?, headers = ?, body = ?, last_error = ?, steps = coalesce(?, steps) "
+    "WHERE id = ? AND status != 'pending'"
 )
 
 
@@ -222,15 +227,13 @@ def _ingest(
 
 
 def _delivery_row(event_id: str, at_ms: int, new: NewDelivery) -> tuple[Any, ...]:
-    if new.request is None:
-        status, request = DeliveryStatus.DEAD.value, (None,) * 4
-    else:
-        status, request = DeliveryStatus.PENDING.value, _request_columns(new.request)
-    return (new.id, event_id, new.route, new.destination, status, 0, new.max_attempts, at_ms, at_ms, at_ms,
-            *request, new.error, None)  # fmt: skip
+    return (new.id, event_id, new.route, new.destination, new.status.value, 0, new.max_attempts, at_ms, at_ms, at_ms,
+            *_request_columns(new.request), new.error, None, new.step, new.after, new.template, None)  # fmt: skip
 
 
-def _request_columns(request: RenderedRequest) -> tuple[Any, ...]:
+def _request_columns(request: RenderedRequest | None) -> tuple[Any, ...]:
+    if request is None:
+        return (None,) * 4
     return request.method, request.url, json.dumps(request.headers), request.body
 
 
@@ -255,7 +258,14 @@ def _finish(conn: sqlite3.Connection, delivery: Delivery, result: AttemptResult)
     ended_at_ms = attempt.started_at_ms + round(attempt.elapsed_ms)
     changed = conn.execute(_FINISH, (result.status.value, result.next_attempt_at_ms, ended_at_ms, attempt.error,
                                      delivery.id, delivery.lease_token))  # fmt: skip
-    return changed.rowcount == 1
+    if changed.rowcount != 1:
+        return False
+    conn.executemany(_RELEASE, [
+        (DeliveryStatus.PENDING.value if release.request else DeliveryStatus.DEAD.value, ended_at_ms, ended_at_ms,
+         *_request_columns(release.request), release.error, release.steps, release.delivery_id)
+        for release in result.released
+    ])  # fmt: skip
+    return True
 
 
 def _requeue(
@@ -263,8 +273,7 @@ def _requeue(
 ) -> int:
     rows = []
     for delivery_id in delivery_ids:
-        request = requests.get(delivery_id)
-        replacement = (None,) * 4 if request is None else _request_columns(request)
+        replacement = _request_columns(requests.get(delivery_id))
         rows.append((now_ms, now_ms, *replacement, delivery_id, replacement[0]))
     return conn.executemany(_REQUEUE, rows).rowcount
 
@@ -356,7 +365,8 @@ def _stats(conn: sqlite3.Connection) -> QueueStats:
 
 def _delivery(row: tuple[Any, ...]) -> Delivery:
     (delivery_id, event_id, route, destination, status, attempts, max_attempts, next_attempt_at_ms, created_at_ms,
-     updated_at_ms, method, url, headers, body, last_error, lease_token) = row  # fmt: skip
+     updated_at_ms, method, url, headers, body, last_error, lease_token, *chain) = row  # fmt: skip
     request = None if method is None else RenderedRequest(method, url, json.loads(headers), body)
     return Delivery(delivery_id, event_id, route, destination, DeliveryStatus(status), attempts, max_attempts,
-                    next_attempt_at_ms, created_at_ms, updated_at_ms, request, last_error, lease_token)  # fmt: skip
+                    next_attempt_at_ms, created_at_ms, updated_at_ms, request, last_error, lease_token,
+                    *chain)  # fmt: skip

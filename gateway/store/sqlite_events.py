@@ -13,8 +13,9 @@ from typing import Any
 
 from gateway.model import DeliveryBrief, DeliveryStatus, EventCursor, EventFacts, EventPage, EventQuery, EventSummary
 
-# Pending (the queue) and dead deliveries are few beside delivered ones: a lookup by those statuses starts from them.
-_FEW = (DeliveryStatus.PENDING, DeliveryStatus.DEAD)
+# Pending (the queue), held (chained) and dead deliveries are few beside delivered ones: a lookup by those
+# statuses starts from them.
+_FEW = (DeliveryStatus.PENDING, DeliveryStatus.HELD, DeliveryStatus.DEAD)
 _EVENT_COLUMNS = "id, source, received_at_ms, conversation_id, subject, sender, rule_type"
 _BRIEF_COLUMNS = "event_id, id, route, destination, status, attempts, max_attempts, last_error"
 

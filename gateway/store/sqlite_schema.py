@@ -13,7 +13,7 @@ from pathlib import Path
 from gateway.model import event_facts
 from gateway.store.sqlite_file import QUICK_CHECK_BUDGET_S, check_integrity, create_private
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _BACKFILL_CHUNK = 1000
 _BUSY_TIMEOUT_S = 5.0
 
@@ -83,6 +83,14 @@ CREATE INDEX IF NOT EXISTS events_conversation ON events (conversation_id, recei
 CREATE INDEX IF NOT EXISTS events_sender ON events (sender, received_at_ms) WHERE sender IS NOT NULL;
 CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id, status, route, destination);
 """
+# Version 3: request chains. A delivery keeps the step it is (its send's `id`), the delivery it runs after,
+# what rendering it needs (a snapshot of its request's source) and the step answers it was rendered from.
+_CHAINS = """
+ALTER TABLE deliveries ADD COLUMN step TEXT;
+ALTER TABLE deliveries ADD COLUMN after_id TEXT;
+ALTER TABLE deliveries ADD COLUMN template BLOB;
+ALTER TABLE deliveries ADD COLUMN steps BLOB;
+"""
 
 
 def connect(path: Path, read_only: bool) -> sqlite3.Connection:
@@ -133,6 +141,13 @@ def _migrate(conn: sqlite3.Connection) -> None:
             for statement in _LOOKUP_INDEXES.split(";")[:-1]:
                 conn.execute(statement)
             conn.execute("UPDATE schema_version SET version = 2")
+        conn.execute("COMMIT")
+    if version is None or version < 3:
+        conn.execute("BEGIN IMMEDIATE")
+        if _version(conn) == 2:
+            for statement in _CHAINS.split(";")[:-1]:
+                conn.execute(statement)
+            conn.execute("UPDATE schema_version SET version = 3")
         conn.execute("COMMIT")
 
 

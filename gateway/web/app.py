@@ -87,7 +87,7 @@ async def _reload_ctx(app: web.Application) -> AsyncIterator[None]:
         app[METRICS].track_config(loaded)
         worker = app[WORKER].worker
         if worker is not None:
-            await worker.reconfigure(loaded.config.destinations)
+            await worker.reconfigure(loaded.config.destinations, loaded.masker)
         if app[RECEIVES]:
             _describe(loaded)
 

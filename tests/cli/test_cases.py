@@ -382,3 +382,65 @@ def test_only_the_routes_a_case_claims_must_render(config: LoadedConfig, write_c
     assert results[1].failures == (
         "comments/crm cannot render: routes[2].send[0].template: 'dict object' has no attribute 'nope'",
     )
+
+
+# --- request chains --------------------------------------------------------------------------------------------------
+
+CHAINED = """\
+sources: {missive: {}}
+destinations:
+  crm: {url: "https://crm.example/contacts"}
+  notes: {url: "https://crm.example/notes"}
+routes:
+  - name: contact-and-note
+    send:
+      - {to: crm, id: contact, body: {email: "{{ message.from_field.address }}"}}
+      - to: notes
+        after: contact
+        url: "https://crm.example/contacts/{{ steps.contact.json.results[0].id }}/notes"
+        body: {text: "{{ message.subject }}"}
+"""
+
+
+@pytest.mark.parametrize(
+    ("step_responses", "failures"),
+    [
+        pytest.param("step_responses: {contact: {results: [{id: '51'}]}}", (), id="with-an-answer"),
+        pytest.param("", ("contact-and-note/notes waits for step contact: give the case step_responses.contact",),
+                     id="waiting-is-not-a-pass"),
+        pytest.param("step_responses: {contact: {results: []}}",
+                     ("contact-and-note/notes cannot render: routes[0].send[1].url: list object has no element 0",),
+                     id="an-answer-the-template-cannot-use"),
+    ],
+)
+def test_cases_render_chained_requests_from_sample_answers(
+    write_config: Callable[[str], Path], write_cases: Callable[[str], Path], step_responses: str,
+    failures: tuple[str, ...],
+) -> None:
+    config = load_config(write_config(CHAINED), environ={})
+    path = write_cases(f"""\
+        cases:
+          - payload_file: {VIP}
+            {step_responses}
+            expect:
+              contact-and-note/notes: {{url: "https://crm.example/contacts/51/notes"}}
+        """)
+    assert run_one(config, path).failures == failures
+
+
+def test_a_step_response_for_an_unknown_step_is_a_problem_of_the_cases_file(
+    write_config: Callable[[str], Path], write_cases: Callable[[str], Path]
+) -> None:
+    config = load_config(write_config(CHAINED), environ={})
+    path = write_cases(f"""\
+        cases:
+          - payload_file: {VIP}
+            step_responses: {{contatc: {{}}}}
+            matched: [contact-and-note]
+        """)
+    with pytest.raises(ConfigError) as caught:
+        load_cases(path, config, environ={})
+    assert [str(problem) for problem in caught.value.problems] == [
+        "line 3: cases[0].step_responses.contatc: no request of source 'missive' has id 'contatc'; "
+        "did you mean 'contact'?"
+    ]

@@ -249,3 +249,30 @@ def test_a_pathological_regex_cannot_stall_the_process(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["routes"][0]["matched"] is False
+
+
+def test_dry_run_renders_a_chained_request_against_a_sample_answer(
+    write_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = str(write_config("""\
+sources: {missive: {}}
+destinations:
+  crm: {url: "https://crm.example/contacts", token: crm-token-value}
+routes:
+  - name: contact-and-note
+    send:
+      - {to: crm, id: contact, body: {email: "{{ message.from_field.address }}"}}
+      - {to: crm, after: contact, url: "https://crm.example/contacts/{{ steps.contact.json.id }}/notes"}
+"""))
+    payload = str(FIXTURES / "incoming-email-with-labels.json")
+    _, waiting, _ = run(capsys, "test", "-c", config, payload)
+    answer = tmp_path / "contact.json"
+    answer.write_text('{"id": "51", "echo": "crm-token-value"}')
+    code, rendered, _ = run(capsys, "test", "-c", config, payload, "--step-response", f"contact={answer}")
+    _, _, err = run(capsys, "test", "-c", config, payload, "--step-response", f"contatc={answer}")
+
+    assert "→ crm: waits for step contact, and is rendered from its answer (--step-response contact=FILE " \
+           "shows it)" in waiting
+    assert code == 0 and "→ crm: POST https://crm.example/contacts/51/notes" in rendered
+    assert "crm-token-value" not in rendered
+    assert err.strip() == "error: no request of source 'missive' has id 'contatc' (ids: contact)"

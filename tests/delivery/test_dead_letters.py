@@ -122,7 +122,8 @@ def test_parse_filter(fields: dict[str, object], expected: DeliveryFilter) -> No
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        pytest.param({"status": "deadd"}, "unknown status 'deadd'; use one of pending, delivered, dead", id="status"),
+        pytest.param({"status": "deadd"}, "unknown status 'deadd'; use one of pending, held, delivered, dead",
+                     id="status"),
         pytest.param({"since": "soon"}, "since: 'soon' is not a duration", id="since"),
         pytest.param({"since": "-1h"}, "since: '-1h' is not a duration", id="negative-since"),
         pytest.param({"limit": "0"}, "limit '0' must be a whole number from 1 to 10000", id="zero-limit"),

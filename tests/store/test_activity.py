@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.model import Activity, AttemptResult, DestinationActivity, HourCounts, NewDelivery, NewEvent
+from gateway.model import Activity, AttemptResult, DestinationActivity, HourCounts, NewDelivery, NewEvent, Release
 from gateway.store.base import Store
 from gateway.store.redis import RedisStore
 from tests.store.test_contract import (
@@ -108,3 +108,19 @@ async def test_redis_indexes_what_an_earlier_gateway_stored(store: Store) -> Non
     after = await activity(store)
     assert after.destinations["crm"].waiting == before.destinations["crm"].waiting == 1
     assert after == before
+
+
+async def test_held_requests_count_once_released_and_their_dead_show(store: Store) -> None:
+    """A chained request held for its step is not queued yet; released, it is waiting, or dead with its error."""
+    first = NewDelivery("first", "vip", "crm", 3, rendered("first"), step="a")
+    held = [NewDelivery(i, "vip", "notes", 3, None, after="first", template=b"{}") for i in ("second", "third")]
+    await ingest(store, "e1", T0, "missive", first, *held)
+
+    before = (await store.activity(T0, HOUR_MS, 3, NOW)).destinations.get("notes")
+    assert before is None or (before.waiting, before.retrying, before.dead) == (0, 0, 0)
+    (claimed,) = await store.claim({"crm": 1}, T0, LEASE_MS)
+    released = (Release("second", rendered("second"), None), Release("third", None, "step a failed"))
+    assert await store.finish(claimed, AttemptResult(attempt_of(claimed, T0, 201, None), DELIVERED, released=released))
+
+    notes = (await store.activity(T0, HOUR_MS, 3, NOW)).destinations["notes"]
+    assert (notes.waiting, notes.retrying, notes.dead, notes.last_error) == (1, 0, 1, "step a failed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import sys
@@ -24,12 +25,13 @@ from gateway.model import (
     NewDelivery,
     NewEvent,
     QueueStats,
+    Release,
     RenderedRequest,
     StoredEvent,
 )
 from gateway.store.base import Store
 from gateway.store.sqlite import SqliteStore
-from gateway.store.sqlite_schema import SCHEMA_VERSION
+from gateway.store.sqlite_schema import SCHEMA_VERSION, V1_SCHEMA
 from tests.store.conftest import StoreFactory
 
 REPO = Path(__file__).resolve().parents[2]
@@ -376,6 +378,109 @@ async def test_requeue_with_requests_replaces_them(store: Store) -> None:
     assert waiting is not None and waiting.request == rendered("waiting")
 
 
+# --- request chains ---
+
+HELD = DeliveryStatus.HELD
+TEMPLATE = b'{"index": 1, "request": "what rendering needs"}'
+
+
+def chained(delivery_id: str, after: str, step: str | None = None) -> NewDelivery:
+    return NewDelivery(delivery_id, "vip", "notes", 3, request=None, step=step, after=after, template=TEMPLATE)
+
+
+async def put_chain(store: Store) -> Delivery:
+    """e1: `first` (step a, pending) -> `second` (step b, held) -> `third` (held); returns `first` claimed."""
+    first = NewDelivery("first", "vip", "crm", 3, rendered("first"), step="a")
+    await put(store, "e1", T0, first, chained("second", "first", step="b"), chained("third", "second"))
+    (claimed,) = await store.claim({"crm": 1, "notes": 5}, T0, LEASE_MS)
+    return claimed
+
+
+async def test_chained_deliveries_wait_unclaimed_with_what_rendering_needs(store: Store) -> None:
+    claimed = await put_chain(store)
+
+    assert claimed.id == "first" and claimed.step == "a"
+    second = await store.get_delivery("second")
+    assert second is not None
+    assert (second.status, second.request, second.step, second.after) == (HELD, None, "b", "first")
+    assert (second.template, second.steps, second.last_error) == (TEMPLATE, None, None)
+    assert await store.claim({"notes": 5}, T0 + 10 * LEASE_MS, LEASE_MS) == []
+    assert ids(await store.list_deliveries(DeliveryFilter(status=HELD))) == ["third", "second"]
+    stats = await store.stats()
+    assert (stats.pending, stats.dead) == (1, 0)
+    assert await store.requeue(["second"], T0 + 1, {"second": rendered("x")}) == 0
+
+
+async def test_delivering_a_step_releases_its_dependents_with_the_outcome(store: Store) -> None:
+    claimed = await put_chain(store)
+    attempt = attempt_of(claimed, T0 + 100, 201, None)
+    release = Release("second", rendered("second"), None, b'{"a": {"status": 201}}')
+
+    assert await store.finish(claimed, AttemptResult(attempt, DELIVERED, released=(release,)))
+
+    second, third = await store.get_delivery("second"), await store.get_delivery("third")
+    assert second is not None and third is not None
+    assert (second.status, second.attempts, second.request, second.steps) == (
+        PENDING, 0, rendered("second"), b'{"a": {"status": 201}}')
+    assert second.next_attempt_at_ms == T0 + 100 + 12  # when the attempt ended (12.5 ms, rounded)
+    assert third.status is HELD
+    assert ids(await store.claim({"notes": 5}, T0 + 112, LEASE_MS)) == ["second"]
+
+
+async def test_a_dead_step_makes_its_dependents_dead(store: Store) -> None:
+    claimed = await put_chain(store)
+    released = tuple(Release(i, None, "step a failed") for i in ("second", "third"))
+
+    dead = AttemptResult(attempt_of(claimed, T0, 400, "HTTP 400"), DEAD, released=released)
+    assert await store.finish(claimed, dead)
+
+    for delivery_id in ("second", "third"):
+        after = await store.get_delivery(delivery_id)
+        assert after is not None and (after.status, after.last_error, after.request) == (DEAD, "step a failed", None)
+        assert after.template == TEMPLATE
+    assert ids(await store.list_deliveries(DeliveryFilter(status=DEAD))) == ["third", "second", "first"]
+    assert (await store.stats()).dead == 3
+
+
+async def test_a_lost_lease_releases_nothing(store: Store) -> None:
+    stale = await put_chain(store)
+    await store.claim({"crm": 1}, T0 + LEASE_MS, LEASE_MS)
+    release = Release("second", rendered("second"), None)
+
+    late = AttemptResult(attempt_of(stale, T0, 201, None), DELIVERED, released=(release,))
+    assert not await store.finish(stale, late)
+
+    second = await store.get_delivery("second")
+    assert second is not None and second.status is HELD
+
+
+async def test_a_replayed_step_releases_its_dependents_again_but_not_pending_ones(store: Store) -> None:
+    claimed = await put_chain(store)
+    first_run = (Release("second", rendered("v1"), None, b'{"a": 1}'),)
+    delivered = AttemptResult(attempt_of(claimed, T0, 201, None), DELIVERED, released=first_run)
+    assert await store.finish(claimed, delivered)
+    await settle(store, "notes", DELIVERED, T0 + 1_000)
+
+    assert await store.requeue(["first"], T0 + 2_000) == 1
+    (again,) = await store.claim({"crm": 1}, T0 + 2_000, LEASE_MS)
+    second_run = (Release("second", rendered("v2"), None, b'{"a": 2}'),)
+    assert await store.finish(again, AttemptResult(attempt_of(again, T0 + 2_000, 201, None), DELIVERED,
+                                                   released=second_run))
+
+    second = await store.get_delivery("second")
+    assert second is not None
+    assert (second.status, second.attempts, second.request, second.steps) == (PENDING, 0, rendered("v2"), b'{"a": 2}')
+    assert len(await store.list_attempts("second")) == 1  # its earlier attempt stays in its log
+
+    assert await store.requeue(["first"], T0 + 3_000) == 1
+    (third_run,) = await store.claim({"crm": 1}, T0 + 3_000, LEASE_MS)
+    unchanged = (Release("second", rendered("v3"), None),)
+    assert await store.finish(third_run, AttemptResult(attempt_of(third_run, T0 + 3_000, 201, None), DELIVERED,
+                                                       released=unchanged))
+    still = await store.get_delivery("second")
+    assert still is not None and still.request == rendered("v2")  # it was pending: left alone
+
+
 # --- listing ---
 
 
@@ -552,6 +657,35 @@ async def test_sqlite_refuses_a_database_from_a_newer_gateway(tmp_path: Path) ->
 
     with pytest.raises(StoreUnavailable, match=f"schema version {SCHEMA_VERSION + 1} is newer"):
         await SqliteStore(path).open()
+
+
+def make_version_1(path: Path) -> None:
+    """A file as a gateway before lookups and request chains left it (schema version 1), with one delivery queued."""
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.executescript(V1_SCHEMA)
+        conn.execute("INSERT INTO events (id, source, dedupe_key, received_at_ms, body) VALUES "
+                     "('e1', 'missive', 'k1', ?, '{}')", (T0,))
+        request = rendered("d1")
+        row = (T0, T0, T0, request.method, request.url, json.dumps(request.headers), request.body)
+        conn.execute("INSERT INTO deliveries VALUES ('d1', 'e1', 'vip', 'slack', 'pending', 0, 3, ?, ?, ?, ?, ?, ?, ?, "
+                     "NULL, NULL)", row)
+
+
+async def test_sqlite_migrates_a_version_1_database_keeping_its_queue(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    await asyncio.to_thread(make_version_1, path)
+
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        (claimed,) = await store.claim({"slack": 1}, T0, LEASE_MS)
+        assert (claimed.id, claimed.request, claimed.step, claimed.template) == ("d1", rendered("d1"), None, None)
+        await put(store, "e2", T0, chained("d2", "d1"))
+        held = await store.get_delivery("d2")
+        assert held is not None and (held.status, held.template) == (HELD, TEMPLATE)
+    finally:
+        await store.close()
+    assert await asyncio.to_thread(read_pragmas, path) == ("wal", SCHEMA_VERSION)
 
 
 async def test_sqlite_runs_no_statement_on_the_event_loop_and_groups_commits(

@@ -153,6 +153,6 @@ async def test_the_cli_shows_what_the_api_answers(
     assert footer == "1 event"
     newest_order = (await listed(client, "?subject=order&limit=1"))
     assert paged.splitlines()[-1] == f"1 event; more match: add --cursor {newest_order['next_cursor']}"
-    assert (refused, error.strip()) == ("", "error: unknown status 'gone'; use one of pending, delivered, dead")
+    assert (refused, error.strip()) == ("", "error: unknown status 'gone'; use one of pending, held, delivered, dead")
     for output in (as_json, table, paged):
         assert CRM_TOKEN not in output and QUERY_SECRET not in output
