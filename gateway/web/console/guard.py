@@ -98,8 +98,12 @@ def console_off() -> web.Response:
     return error_response(404, "the console is off; set admin.token to turn it on")
 
 
-def console_page(handler: ConsoleHandler) -> Handler:
-    """`handler` behind the session check, and for a POST the CSRF check; keeps the session's idle clock running."""
+def console_page(handler: ConsoleHandler, activity: bool = True) -> Handler:
+    """`handler` behind the session check, and for a POST the CSRF check.
+
+    A request restarts the session's idle clock unless `activity` is false: what a page asks for
+    by itself (live updates) must not keep an abandoned session open.
+    """
 
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
@@ -123,7 +127,7 @@ def console_page(handler: ConsoleHandler) -> Handler:
         except (FilterError, NotFound, StoreUnavailable) as exc:
             status = 400 if isinstance(exc, FilterError) else 404 if isinstance(exc, NotFound) else 503
             response = visit.page("error.html", status, message=visit.masker.url(str(exc)))
-        fresh = touched(session, now_ms)
+        fresh = touched(session, now_ms) if activity else None
         if fresh is not None:
             set_cookie(response, fresh, keys.key, keys.idle_s, keys.secure)
         return response

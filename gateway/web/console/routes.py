@@ -27,7 +27,7 @@ def add_console_routes(app: web.Application) -> None:
         web.post("/console/logout", console_page(log_out)),
         web.get("/console/", console_page(overview.overview_page)),
         web.get("/console/events", console_page(events.events_page)),
-        web.get("/console/events/rows", console_page(events.newer_rows)),
+        web.get("/console/events/rows", console_page(events.newer_rows, activity=False)),
         web.get("/console/events/{id}", console_page(pages.event_page)),
         web.post("/console/deliveries/{id}/replay", console_page(actions.replay_delivery)),
         web.get("/console/dead-letters", console_page(actions.dead_letters_page)),

@@ -104,3 +104,17 @@ def fits_the_width(driver: WebDriver, phone: bool = False) -> bool:
     """Nothing sticks out sideways (so nothing needs scrolling left and right), on a desktop or a phone."""
     with viewport(driver, phone):
         return bool(driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth"))
+
+
+_UNLABELLED = """
+return Array.from(document.querySelectorAll("input:not([type=hidden]), select, textarea, button"))
+  .filter((c) => !(c.labels && c.labels.length) && !c.getAttribute("aria-label") && !c.textContent.trim())
+  .map((c) => c.outerHTML.slice(0, 100));
+"""
+
+
+def assert_usable(driver: WebDriver) -> None:
+    """Every control has a label people and screen readers see, and the page fits a desktop and a phone."""
+    assert driver.execute_script(_UNLABELLED) == [], driver.current_url
+    assert fits_the_width(driver), f"{driver.current_url} is wider than 1280 px"
+    assert fits_the_width(driver, phone=True), f"{driver.current_url} is wider than a phone"

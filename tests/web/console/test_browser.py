@@ -19,7 +19,7 @@ from selenium.webdriver.support import expected_conditions
 from gateway.ingest.signature import sign
 from tests.conftest import FIXTURE_SECRET, FIXTURES, fixture_bytes
 from tests.processes import ROOT, GatewayProcess, free_port
-from tests.web.console.browser import browser, fits_the_width, screenshot, screenshots, wait
+from tests.web.console.browser import assert_usable, browser, screenshot, screenshots, wait
 from tests.web.console.test_pages import XSS, hostile_email
 
 __all__ = ["browser", "screenshots"]  # fixtures used by the tests below
@@ -120,6 +120,7 @@ def log_in(driver: WebDriver, gateway: GatewayProcess) -> None:
     """Log in with the keyboard only: type the token, press Enter."""
     driver.get(gateway.url("/console/"))
     wait(driver).until(expected_conditions.title_contains("Log in"))
+    assert_usable(driver)
     field = driver.switch_to.active_element  # the token field has the focus
     assert field.get_attribute("id") == "token"
     field.send_keys(TOKEN, Keys.ENTER)
@@ -152,7 +153,7 @@ async def test_an_operator_replays_a_dead_letter_and_tries_the_playground(
     alarm = browser.find_element(By.CSS_SELECTOR, "tr.alarm")
     assert alarm.find_element(By.CSS_SELECTOR, "th").text.startswith("crm")
     assert len(browser.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar-delivered")) == 1  # the archive's hour
-    assert fits_the_width(browser) and fits_the_width(browser, phone=True)
+    assert_usable(browser)
     screenshot(browser, screenshots, "overview")
     screenshot(browser, screenshots, "overview-phone", phone=True)
     browser.find_element(By.LINK_TEXT, "2 dead letters").click()
@@ -161,7 +162,7 @@ async def test_an_operator_replays_a_dead_letter_and_tries_the_playground(
     group = browser.find_element(By.CSS_SELECTOR, "section.group")
     assert group.find_element(By.CSS_SELECTOR, "h2").text.split() == ["crm", "2"]  # incoming and outgoing email
     assert "cannot connect" in group.find_element(By.CSS_SELECTOR, ".error-text").text.lower()
-    assert fits_the_width(browser) and fits_the_width(browser, phone=True)
+    assert_usable(browser)
     screenshot(browser, screenshots, "dead-letters")
 
     group.find_element(By.CSS_SELECTOR, f"a[href^='/console/events/{event_ids[0]}']").click()
@@ -170,8 +171,7 @@ async def test_an_operator_replays_a_dead_letter_and_tries_the_playground(
     dead_id = browser.find_element(By.CSS_SELECTOR, "article.delivery .status-dead").find_element(
         By.XPATH, "ancestor::article").get_attribute("id")  # fmt: skip
     assert dead_id and "Bearer ***" in browser.page_source and CRM_TOKEN not in browser.page_source
-    assert fits_the_width(browser)
-    assert fits_the_width(browser, phone=True)
+    assert_usable(browser)
     screenshot(browser, screenshots, "event")
     screenshot(browser, screenshots, "event-phone", phone=True)
 
@@ -182,6 +182,7 @@ async def test_an_operator_replays_a_dead_letter_and_tries_the_playground(
         browser.find_element(By.CSS_SELECTOR, "#selected button[value='0']").click()
         wait(browser).until(expected_conditions.title_contains("Replay"))
         assert "2 queued" in browser.find_element(By.CSS_SELECTOR, "[role=status]").text
+        assert_usable(browser)
         screenshot(browser, screenshots, "replay")
         await arrived(crm, 2)
     browser.get(gateway.url(f"/console/events/{event_ids[0]}"))
@@ -202,7 +203,7 @@ async def test_an_operator_replays_a_dead_letter_and_tries_the_playground(
     (late,) = await post_events(gateway, [fixture_bytes("team-change.json")])
     wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, f"tr[data-cursor$='{late}']"))
     assert "1 new event" in browser.find_element(By.ID, "live").text
-    assert fits_the_width(browser) and fits_the_width(browser, phone=True)
+    assert_usable(browser)
     screenshot(browser, screenshots, "events")
 
     browser.get(gateway.url("/console/playground"))
@@ -213,6 +214,7 @@ async def test_an_operator_replays_a_dead_letter_and_tries_the_playground(
     wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".trace"))
     verdicts = [item.text.split("\n")[0] for item in browser.find_elements(By.CSS_SELECTOR, ".trace > li")]
     assert verdicts == ["✓ everything-to-archive: matched", "✗ customer-mail-to-crm: not matched"]
+    assert_usable(browser)
     screenshot(browser, screenshots, "playground")
     await arrived(archive, len(PAYLOADS) + 1)  # the late event's
     assert await arrivals(archive) == len(PAYLOADS) + 1  # and nothing from the playground
@@ -224,6 +226,7 @@ async def test_an_operator_replays_a_dead_letter_and_tries_the_playground(
     problems = browser.find_element(By.CSS_SELECTOR, ".problems").text
     assert "unknown destination 'crn'; did you mean 'crm'?" in problems
     assert "Bearer ***" in browser.page_source and TOKEN not in browser.page_source
+    assert_usable(browser)
     screenshot(browser, screenshots, "config")
 
 

@@ -43,6 +43,9 @@ async def test_events_are_listed_newest_first_with_their_deliveries(console: Sta
     assert 'class="status status-dead" title="vip → crm: dead: HTTP 400: missing field">crm</span>' in first
     assert "incoming_email" in first and "priya.natarajan@example.org" in first
     assert 'data-live="/console/events/rows?"' in page
+    empty = await gateway.page("/console/events?type=nothing-of-this-type")
+    after = re.search(r'data-after="([^"]+)"', empty)
+    assert after and shown(await gateway.page(f"/console/events/rows?type=&after={after.group(1)}")) == []
 
 
 async def test_finding_a_conversation_by_its_id(console: Start) -> None:

@@ -124,6 +124,19 @@ async def test_a_session_ends_after_its_idle_time_and_activity_keeps_it(console:
     assert response.status == 303 and response.headers["Location"].startswith("/console/login")
 
 
+async def test_live_updates_do_not_keep_an_abandoned_session_open(console: Start) -> None:
+    clock = FakeClock()
+    gateway = await console(CONFIG, admin=f'admin: {{token: "{ADMIN_TOKEN}", session_idle: 10m}}\n', clock=clock)
+    await gateway.login()
+    polls = []
+    for _ in range(3):  # the events page polls while it stays open
+        clock.advance(4 * 60)
+        polls.append((await gateway.client.get("/console/events/rows?after=0:evt_", allow_redirects=False)).status)
+    assert polls == [200, 200, 303]  # 12 minutes after the last page the user asked for, the session is over
+    response = await gateway.client.get("/console/config", allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"].startswith("/console/login")
+
+
 async def test_logging_out_ends_the_session_even_for_a_copied_cookie(console: Start) -> None:
     gateway = await console(CONFIG)
     await gateway.login()

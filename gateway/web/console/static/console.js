@@ -32,7 +32,7 @@ function startLive(body) {
   const status = document.getElementById("live");
   const newest = () => {
     const first = body.querySelector("tr[data-cursor]");
-    return first ? first.dataset.cursor : "0:";
+    return first ? first.dataset.cursor : body.dataset.after;  // no row yet: what arrives after the page was made
   };
   const poll = async () => {
     if (document.hidden) {
