@@ -40,7 +40,7 @@ async def events_page(request: web.Request, visit: Visit) -> web.StreamResponse:
     page, exact = await _whole_id_first(request.app[STORE], query)
     if exact is not None:  # the pages after this one go on by that index
         asked = {**{name: value for name, value in asked.items() if name != "q"}, exact: query.text or ""}
-    document = event_lookup.events_document(page, query, visit.loaded.masker)
+    document = event_lookup.events_document(page, query, visit.masker)
     config = visit.loaded.config
     return visit.page(
         "events.html", nav="events", events=document["events"], next_cursor=document["next_cursor"],
@@ -76,5 +76,5 @@ async def newer_rows(request: web.Request, visit: Visit) -> web.StreamResponse:
     since_ms = after.received_at_ms if query.since_ms is None else max(query.since_ms, after.received_at_ms)
     page = await request.app[STORE].find_events(replace(query, since_ms=since_ms))
     newer = [event for event in page.events if EventCursor(event.received_at_ms, event.id) > after]
-    document = event_lookup.events_document(EventPage(newer, None), query, visit.loaded.masker)
+    document = event_lookup.events_document(EventPage(newer, None), query, visit.masker)
     return html("_event_rows.html", events=document["events"], now_ms=visit.now_ms)
