@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
 from gateway.model import RenderedRequest
 
@@ -39,6 +39,25 @@ def _spellings(secret: str) -> set[str]:
     return {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret, ensure_ascii=False)[1:-1]}
 
 
+def _shown_prefix(secret: str) -> int:
+    """How much of `secret` may be shown: for a URL its scheme and host (and a webhook's fixed path,
+    `https://hooks.slack.com/services/`), so a masked URL still says where it points; nothing otherwise."""
+    try:
+        parts = urlsplit(secret)
+    except ValueError:
+        return 0
+    origin = f"{parts.scheme}://{parts.netloc}/"
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        return 0
+    if not secret.startswith(origin):
+        return 0
+    by_place = Masker().url(secret)  # where the place-based patterns put the mask, if they know this URL
+    cut = by_place.find(MASK)
+    if cut > len(origin) and secret.startswith(by_place[:cut]) and "?" not in by_place[:cut]:
+        return cut
+    return len(origin)
+
+
 class Masker:
     """Replaces known secret values, and credentials recognisable by their place, with `***`."""
 
@@ -46,6 +65,8 @@ class Masker:
         self.known = frozenset(secrets)
         found = {spell for secret in self.known if len(secret) >= _MIN_SECRET_CHARS for spell in _spellings(secret)}
         self._secrets = tuple(sorted(found, key=len, reverse=True))
+        # A secret that is a URL keeps its scheme and host in sight: `https://hooks.slack.com/services/***`.
+        self._shown = {secret: _shown_prefix(secret) for secret in self.known if len(secret) >= _MIN_SECRET_CHARS}
         # One scan answers "is any secret here?", the common "no" included; only a "yes" pays for the spans.
         self._any = re.compile("|".join(map(re.escape, self._secrets))) if self._secrets else None
 
@@ -53,21 +74,24 @@ class Masker:
         """`value` with every known secret replaced; overlapping secrets are hidden as one."""
         if self._any is None or self._any.search(value) is None:
             return value
-        spans: list[tuple[int, int]] = []
+        spans: list[tuple[int, int, int]] = []  # start, end, and how many characters may stay in sight
         for secret in self._secrets:
             start = value.find(secret)
             while start != -1:
-                spans.append((start, start + len(secret)))
+                spans.append((start, start + len(secret), self._shown.get(secret, 0)))
                 start = value.find(secret, start + 1)
-        if not spans:
-            return value
+        hidden: list[list[int]] = []
+        for start, end, shown in sorted(spans):
+            if hidden and start <= hidden[-1][1]:  # overlaps or touches the previous one: hidden as one
+                last = hidden[-1]
+                last[1] = max(last[1], end)
+                last[2] = min(last[2], start - last[0])  # nothing of the second secret stays in sight
+            else:
+                hidden.append([start, end, shown])
         pieces: list[str] = []
         done = 0
-        for start, end in sorted(spans):
-            if end <= done:
-                continue
-            if start > done or not pieces:
-                pieces.append(value[done:start] + MASK)
+        for start, end, shown in hidden:
+            pieces.append(value[done : start + shown] + MASK)
             done = end
         pieces.append(value[done:])
         return "".join(pieces)

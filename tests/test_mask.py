@@ -141,3 +141,28 @@ def test_request_is_masked_for_display() -> None:
 def test_request_without_secrets_keeps_its_exact_body() -> None:
     request = RenderedRequest("POST", "https://x.example/", {}, b"\xff not utf-8")
     assert masker.request(request).body == b"\xff not utf-8"
+
+
+SLACK_URL = "https://hooks.slack.com/services/T0ABC/B0DEF/xoxSecretPath42"
+
+
+@pytest.mark.parametrize(
+    ("secrets", "value", "expected"),
+    [
+        pytest.param([SLACK_URL], f"POST {SLACK_URL} failed", "POST https://hooks.slack.com/services/*** failed",
+                     id="slack-webhook-keeps-its-fixed-path"),
+        pytest.param(["https://discord.com/api/webhooks/123/tok-abcdef"], "https://discord.com/api/webhooks/123/tok-abcdef",
+                     "https://discord.com/api/webhooks/123/***", id="discord-webhook"),
+        pytest.param(["https://crm.example.com/api/k3y-in-path"], "https://crm.example.com/api/k3y-in-path/notes",
+                     "https://crm.example.com/***/notes", id="any-url-keeps-scheme-and-host"),
+        pytest.param(["https://flow.example.com:8443/wf?api=1&sig=abc"], "to https://flow.example.com:8443/wf?api=1&sig=abc",
+                     "to https://flow.example.com:8443/***", id="port-kept-query-hidden"),
+        pytest.param(["https://user:pw12@h.example/x"], "https://user:pw12@h.example/x", "***", id="userinfo-hidden"),
+        pytest.param([SLACK_URL, "hooks.slack.com"], SLACK_URL, "https://***", id="a-secret-inside-the-shown-part"),
+        pytest.param([SLACK_URL], SLACK_URL.replace("/", "%2F").replace(":", "%3A"), "***",
+                     id="encoded-spelling-whole"),
+    ],
+)
+def test_a_secret_url_keeps_scheme_and_host_in_sight(secrets: list[str], value: str, expected: str) -> None:
+    assert Masker(secrets).url(value) == expected
+    assert Masker(secrets).text(value) == expected

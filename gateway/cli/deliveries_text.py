@@ -44,13 +44,28 @@ def format_delivery(doc: dict[str, Any]) -> str:
         lines.append(f"  request: {request['method']} {request['url']}")
         lines.extend(f"    {name}: {value}" for name, value in request["headers"].items())
         lines.extend(f"    {line}" for line in request["body"].splitlines())
-    rows = [
-        [str(a["number"]), timestamp(a["started_at_ms"]), f"{a['elapsed_ms']:.0f}", str(a["status_code"] or "-"),
-         short(a["error"] or a["response_excerpt"] or "")]
-        for a in doc.get("attempt_log", [])
-    ]  # fmt: skip
-    lines += ["attempts:", *(f"  {line}" for line in table(["#", "STARTED", "MS", "STATUS", "ERROR"], rows))]
-    return "\n".join(lines)
+    return "\n".join([*lines, "attempts:", *attempt_lines(doc.get("attempt_log", []))])
+
+
+def attempt_lines(attempt_log: list[dict[str, Any]]) -> list[str]:
+    """Each attempt with its error and the answer's start in full; a replay starts counting at 1 again, so an
+    attempt whose number does not go up is marked as coming after a replay."""
+    lines = []
+    replays, previous = 0, 0
+    for attempt in attempt_log:
+        if attempt["number"] <= previous:
+            replays += 1
+        previous = attempt["number"]
+        after = "" if not replays else " after replay" + (f" {replays}" if replays > 1 else "")
+        answered = f"answered {attempt['status_code']}" if attempt["status_code"] is not None else "no answer"
+        lines.append(f"  #{attempt['number']}{after}  {timestamp(attempt['started_at_ms'])}  "
+                     f"{attempt['elapsed_ms']:.0f} ms  {answered}")
+        for label, text in (("error", attempt["error"]), ("answer", attempt["response_excerpt"])):
+            if text:
+                first, *rest = text.splitlines() or [""]
+                lines.append(f"      {label}: {first}")
+                lines.extend(f"        {line}" for line in rest)
+    return lines or ["  none yet"]
 
 
 def format_replay(doc: dict[str, Any]) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gateway.errors import plural
+
 
 def format_text(report: dict[str, Any]) -> str:
     """The dry-run report for a person to read."""
@@ -32,8 +34,24 @@ def format_text(report: dict[str, Any]) -> str:
             request = send["request"]
             lines.append(f"    → {send['to']}: {request['method']} {request['url']}")
             lines.extend(f"        {name}: {value}" for name, value in request["headers"].items())
-            lines.extend(f"        {line}" for line in _pretty(request["body"]).splitlines())
+            if request["original_payload"]:
+                lines.append(f"        original payload ({plural(request['body_bytes'], 'byte')}, as received)")
+            else:
+                lines.extend(f"        {line}" for line in _pretty(request["body"]).splitlines())
+    lines.append(_summary(report["routes"]))
     return "\n".join(lines)
+
+
+def _summary(routes: list[dict[str, Any]]) -> str:
+    """`2 of 3 routes matched: 3 requests would be sent, 1 cannot render (a dead letter at ingest)`."""
+    matched = [route for route in routes if route["matched"]]
+    sends = [send for route in matched for send in route["sends"]]
+    broken = sum("error" in send for send in sends)
+    waiting = sum("waiting_on" in send for send in sends)
+    line = f"{len(matched)} of {plural(len(routes), 'route')} matched: "
+    line += f"{plural(len(sends) - broken, 'request')} would be sent"
+    line += f" ({waiting} once an earlier step answers)" if waiting else ""
+    return line + (f", {broken} cannot render (a dead letter at ingest)" if broken else "")
 
 
 def _pretty(body: str) -> str:

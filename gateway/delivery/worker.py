@@ -137,14 +137,17 @@ class Worker:
         self._wakeup.set()
         if self._loop_exited is not None:
             await self._loop_exited.wait()
-        if not self._tasks:
-            return
-        _, late = await asyncio.wait(set(self._tasks), timeout=grace_s)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
-        if late:
-            logger.info("stopped with %d attempts cut short; they are retried once their lease runs out", len(late))
+        in_flight = len(self._tasks)
+        late: set[asyncio.Task[None]] = set()
+        if in_flight:
+            _, late = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        logger.info(
+            "delivery worker stopped; attempts in flight: %d finished, %d cut short (sent again once their lease "
+            "runs out)", in_flight - len(late), len(late),
+        )
 
     async def _serve_once(self) -> float:
         """One round of the serving loop; returns how long to wait before the next one."""

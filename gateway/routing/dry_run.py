@@ -96,6 +96,8 @@ def _verdict(config: LoadedConfig, verdict: RouteVerdict) -> dict[str, Any]:
                 "url": request.url,
                 "headers": _with_credentials(request.headers, config.config.destinations[send.destination]),
                 "body": request.body.decode("utf-8", "replace"),
+                "body_bytes": len(send.request.body),
+                "original_payload": send.forwards_original,
             }
         sends.append(entry)
     return {"route": verdict.route, "matched": verdict.matched, "failed": verdict.failed, "sends": sends}

@@ -36,6 +36,7 @@ class PlannedSend:
     step: str | None = None
     after: str | None = None
     snapshot: bytes | None = None
+    forwards_original: bool = False  # the body is the webhook as received
 
     @property
     def waiting_on(self) -> str | None:
@@ -117,7 +118,7 @@ def _render(
             steps = {**seen.get(send.after, {}), send.after: answers[send.after]}
             request, error = _request(send.template, {**context, "steps": steps}, event, route.name, index)
         one = PlannedSend(route.name, send.destination, send.max_attempts, request, error, index, send.step,
-                          send.after, send.snapshot)
+                          send.after, send.snapshot, send.template.forwards_original)
         planned.append(one)
         if send.step is not None:
             by_step[send.step], seen[send.step] = one, steps

@@ -85,6 +85,11 @@ class RequestTemplate:
         self._finish = finish
         self._limits = limits
 
+    @property
+    def forwards_original(self) -> bool:
+        """True when the body is the webhook as received (the send has no body form)."""
+        return isinstance(self._body, OriginalBody)
+
     def render(self, context: Mapping[str, Any]) -> RenderedRequest:
         """The request for one payload's `template_context`, within the render limits; raises RenderError naming
         the failing place."""
@@ -94,7 +99,7 @@ class RequestTemplate:
             body, content_type = self._body.render(scope)
             if self._finish is not None:
                 body = self._finish(body, scope)
-            if not isinstance(self._body, OriginalBody):  # the webhook as received is not a render's output
+            if not self.forwards_original:  # the webhook as received is not a render's output
                 try:
                     current_budget().check_size(len(body))
                 except RenderError as exc:

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.clock import Clock, SystemClock
 from gateway.delivery.service import running_worker
+from gateway.errors import StoreUnavailable, plural
 from gateway.ops.config_holder import ConfigHolder
 from gateway.ops.logs import remember_secrets
 from gateway.ops.metrics import METRICS, Metrics
@@ -68,7 +69,21 @@ def create_app(
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[STORE].open()
     yield
+    await _log_what_stays(app[STORE])
     await app[STORE].close()
+
+
+async def _log_what_stays(store: Store) -> None:
+    """At shutdown, after the worker stopped: what the next start (or another replica) will find."""
+    try:
+        stats = await store.stats()
+    except StoreUnavailable as exc:
+        log.warning("shutdown: cannot tell what stays queued, the store is unavailable: %s", exc)
+        return
+    log.info(
+        "shutdown: %s stay queued for the next start, %s kept",
+        plural(stats.pending, "delivery", "deliveries"), plural(stats.dead, "dead letter"),
+    )
 
 
 async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -60,16 +60,24 @@ async def serving(
             "lingering_time": read_timeout_s,  # reading what is left of a refused body is reading too
             "access_log": None,  # one log line per event comes from ingest itself
         }
-        listeners = [
-            await loop.create_server(lambda: _Protocol(manager, loop=loop, **options), sock=sock) for sock in sockets
-        ]
+        listeners = []
+        for index, sock in enumerate(sockets):
+            listeners.append(await loop.create_server(lambda: _Protocol(manager, loop=loop, **options), sock=sock))
+            log.info("listening on %s%s", address_of(sock), "" if index == 0 else " (/admin/, /console/, /metrics)")
         try:
             yield
         finally:
+            log.info("shutting down: no new requests; work in flight gets up to %g s to finish", shutdown_grace_s)
             for listener in listeners:
                 listener.close()
     finally:
         await runner.cleanup()
+
+
+def address_of(sock: socket.socket) -> str:
+    """`http://127.0.0.1:8080`, `http://[::]:8080`: where a listening socket answers."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def serve(

@@ -276,3 +276,64 @@ routes:
     assert code == 0 and "→ crm: POST https://crm.example/contacts/51/notes" in rendered
     assert "crm-token-value" not in rendered
     assert err.strip() == "error: no request of source 'missive' has id 'contatc' (ids: contact)"
+
+
+def test_a_closed_pipe_ends_the_dry_run_quietly(write_config: Callable[[str], Path]) -> None:
+    """`gateway test ... | head`: more output than a pipe holds, and the reader leaves after one line."""
+    routes = "".join(f"  - name: route-{n}\n    send: [{{to: d, body: {{n: {n}}}}}]\n" for n in range(400))
+    config = write_config(f"sources: {{m: {{}}}}\ndestinations: {{d: {{url: 'http://127.0.0.1:9/x'}}}}\nroutes:\n"
+                          f"{routes}")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "test", "-c", str(config), str(FIXTURES / "new-comment.json")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.readline()
+    process.stdout.close()  # as `head -1` does
+    code = process.wait(timeout=60)
+    errors = process.stderr.read().decode()
+    process.stderr.close()
+    assert first == b"source: m\n"
+    assert code == 141 and errors == ""
+
+
+def test_dry_run_shows_the_original_payload_by_its_size_and_ends_with_a_summary(
+    write_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config("""\
+        sources: {missive: {}}
+        destinations: {archive: {url: "http://127.0.0.1:9/archive"}, crm: {url: "http://127.0.0.1:9/crm"}}
+        routes:
+          - name: archive
+            send: [{to: archive}]
+          - name: notes
+            send: [{to: crm, body: {at: "{{ nope.field }}"}}]
+          - name: comments
+            when: {path: $.rule.type, equals: new_comment}
+            send: [{to: crm}]
+        """)
+    payload = FIXTURES / "incoming-email-with-labels.json"
+    code, out, _ = run(capsys, "test", "-c", str(config), str(payload))
+    size = len(payload.read_bytes())
+    assert code == 0
+    assert f"        original payload ({size} bytes, as received)" in out.splitlines()
+    assert '"conversation"' not in out  # the payload itself is not dumped
+    assert out.splitlines()[-1] == "2 of 3 routes matched: 1 request would be sent, 1 cannot render (a dead letter " \
+        "at ingest)"
+    code, out, _ = run(capsys, "test", "-c", str(config), str(payload), "--json")
+    archive = json.loads(out)["routes"][0]["sends"][0]["request"]
+    assert archive["original_payload"] is True and archive["body_bytes"] == size
+
+
+def test_a_webhook_url_from_a_secret_variable_shows_its_host(
+    write_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T0ABC/B0DEF/xoxSecretPath42")
+    config = write_config("""\
+        sources: {missive: {}}
+        destinations: {slack: {type: slack, url: "${SLACK_WEBHOOK_URL}"}}
+        routes: [{name: all, send: [{to: slack, body: {text: hi}}]}]
+        """)
+    code, out, _ = run(capsys, "test", "-c", str(config), str(FIXTURES / "new-comment.json"))
+    assert code == 0
+    assert "→ slack: POST https://hooks.slack.com/services/***" in out and "xoxSecretPath42" not in out

@@ -307,6 +307,30 @@ async def test_cli_lists_deliveries_masked(
         assert not [secret for secret in SECRETS if secret in output]
 
 
+async def test_cli_shows_one_delivery_with_whole_errors_and_the_attempts_after_a_replay(
+    configure: Callable[..., LoadedConfig], store: SqliteStore, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refusal = f"the note is refused: property 'hs_timestamp' must be milliseconds, token {CRM_TOKEN} was read"
+    async with FakeDestination([Reply(400, refusal), Reply(200, "created")]) as crm:
+        loaded = configure(crm.url("/notes"))
+        await receive(loaded, store, clock)
+        await deliver(loaded, store, clock)
+        delivery_id = await only_delivery_id(store)
+        _, queued, _ = await cli(capsys, "replay", "-c", str(loaded.file), "--id", delivery_id)
+        await deliver(loaded, store, clock)
+        code, detail, _ = await cli(capsys, "deliveries", "-c", str(loaded.file), "--id", delivery_id)
+
+    assert code == 0 and queued.startswith("OUTCOME")
+    lines = detail.splitlines()
+    attempts = lines[lines.index("attempts:") + 1:]
+    shown = refusal.replace(CRM_TOKEN, "***")
+    assert [line.split("  ")[1] for line in attempts if line.startswith("  #")] == ["#1", "#1 after replay"]
+    assert attempts[0].endswith("answered 400") and attempts[3].endswith("answered 200")
+    assert attempts[1:3] == [f"      error: HTTP 400: {shown}", f"      answer: {shown}"]
+    assert attempts[4] == "      answer: created"
+    assert "ERROR" not in detail and CRM_TOKEN not in detail
+
+
 @pytest.mark.parametrize(
     ("filters", "count"),
     [

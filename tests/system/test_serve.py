@@ -7,6 +7,7 @@ import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -17,7 +18,8 @@ from gateway.routing.compiled import load_config
 from gateway.web.app import create_app
 from gateway.web.keys import STORE
 from tests.conftest import FIXTURE_SECRET, fixture_bytes
-from tests.fakes import FakeDestination, slack_ok
+from tests.fakes import FakeDestination, Reply, slack_ok
+from tests.processes import GatewayProcess, free_port
 
 Client = TestClient[web.Request, web.Application]
 
@@ -196,3 +198,37 @@ async def test_runaway_templates_are_dead_letters_while_health_answers_and_the_r
                    "(server.render_max_bytes)",
     }
     assert [json.loads(request.body) for request in crm.received] == [{"subject": "hi"}]
+
+
+async def test_a_real_process_says_where_it_listens_and_what_it_leaves_queued(tmp_path: Path) -> None:
+    """Start-up names the address; SIGTERM lets the attempt in flight finish and says what stays queued."""
+    async with FakeDestination([Reply(200, delay_s=1.0)]) as slow:
+        config = tmp_path / "config.yaml"
+        config.write_text(f"""\
+storage: {{path: gateway.db}}
+server: {{shutdown_grace: 10s}}
+sources:
+  missive: {{secrets: ["{FIXTURE_SECRET}"]}}
+destinations:
+  slow: {{url: "{slow.url()}", concurrency: 1}}
+routes:
+  - name: all
+    send: [{{to: slow}}]
+""", encoding="utf-8")
+        port = free_port()
+        async with GatewayProcess(config, port, tmp_path / "gateway.log") as gateway:
+            await gateway.start()
+            async with aiohttp.ClientSession() as session:
+                for n in range(3):
+                    body = fixture_bytes("new-comment.json") + b" " * n  # three distinct events
+                    headers = {"X-Hook-Signature": sign(FIXTURE_SECRET.encode(), body)}
+                    async with session.post(gateway.url("/hooks/missive"), data=body, headers=headers) as answer:
+                        assert answer.status == 200
+            await slow.wait_for_requests(1)  # one attempt in flight (concurrency 1), two waiting
+            assert await gateway.stop() == 0
+            log = gateway.tail()
+
+    assert f"listening on http://0.0.0.0:{port}" in log
+    assert "delivery worker stopped; attempts in flight: 1 finished, 0 cut short" in log
+    assert "shutdown: 2 deliveries stay queued for the next start, 0 dead letters kept" in log
+    assert len(slow.received) == 1
