@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -135,8 +136,8 @@ class Masker:
         """A request fit to show: URL, headers and body masked (a body that changes is re-encoded as UTF-8)."""
         body = request.body.decode("utf-8", "replace")
         masked = self.text(body)
-        return RenderedRequest(
-            method=request.method,
+        return dataclasses.replace(
+            request,
             url=self.url(request.url),
             headers=self.headers(request.headers),
             body=request.body if masked == body else masked.encode("utf-8"),

@@ -36,12 +36,17 @@ class DeliveryStatus(StrEnum):
 
 @dataclass(frozen=True)
 class RenderedRequest:
-    """The exact request a destination will receive; rendered once, at ingest."""
+    """The exact request a destination will receive; rendered once, at ingest.
+
+    `untrusted_host`: the URL's scheme, host or port came from a template (so perhaps from the payload): it is
+    sent only to a public address, unless its destination sets `allow_private_hosts`.
+    """
 
     method: str
     url: str
     headers: dict[str, str]
     body: bytes
+    untrusted_host: bool = False
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import Any, Self
 from urllib.parse import unquote_plus
 
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
 
@@ -258,3 +259,24 @@ def _client_of(request: web.Request, form: Mapping[str, Any]) -> tuple[str, str]
         user, _, password = base64.b64decode(encoded).decode().partition(":")
         return unquote_plus(user), unquote_plus(password)
     return str(form.get("client_id", "")), str(form.get("client_secret", ""))
+
+
+class FakeDns(AbstractResolver):
+    """A DNS server's answers, from a table: tests of name resolution never ask a real one."""
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self._answers = answers
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if host not in self._answers:
+            raise OSError(f"no such name: {host}")
+        return [
+            {"hostname": host, "host": address, "port": port, "family": socket.AF_INET6 if ":" in address else
+             socket.AF_INET, "proto": 0, "flags": socket.AI_NUMERICHOST}
+            for address in self._answers[host]
+        ]  # fmt: skip
+
+    async def close(self) -> None:
+        pass

@@ -223,6 +223,10 @@ class DestinationConfig(Model):
         "them that must all allow a request."
     )
     concurrency: int = Field(4, ge=1, le=256, description="Most requests in flight at once.")
+    allow_private_hosts: bool = Field(
+        False, description="Let URLs whose scheme, host or port come from a template reach loopback, private, "
+        "link-local and other non-public addresses (refused by default).",
+    )
     sign: SignConfig | None = Field(None, description="Sign outgoing bodies (type http) so receivers can verify us.")
     routing_key: Secret | None = Field(
         None, description="PagerDuty Events v2 routing key (type pagerduty), added to every event's body."

@@ -42,7 +42,8 @@ class Outcome:
 def classify(dest_type: DestinationType, result: Response | TransportFailure, now_ms: int) -> Outcome:
     """The outcome of one attempt at a destination of type `dest_type`; `now_ms` dates Retry-After."""
     if isinstance(result, TransportFailure):
-        return Outcome("dead" if result.kind == "invalid" else "retry", f"{result.kind}: {result.message}")
+        permanent = result.kind in ("invalid", "blocked")
+        return Outcome("dead" if permanent else "retry", f"{result.kind}: {result.message}")
     preset = _PRESETS.get(dest_type)
     return (preset(result, now_ms) if preset else None) or by_status(result, now_ms)
 

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import socket
 import time
 from dataclasses import dataclass
 from typing import Literal
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
 from gateway import __version__
 from gateway.config.schema import SignConfig
+from gateway.delivery.addresses import BlockedAddress, blocked, refusal
 from gateway.model import RenderedRequest
 
 EXCERPT_BYTES = 2048
@@ -24,7 +30,7 @@ EXCERPT_BYTES = 2048
 DRAIN_LIMIT_BYTES = 64 * 1024
 MAX_CONNECTIONS = 256
 
-FailureKind = Literal["timeout", "connection", "invalid"]
+FailureKind = Literal["timeout", "connection", "invalid", "blocked"]
 
 
 @dataclass(frozen=True)
@@ -44,16 +50,48 @@ class Response:
 
 @dataclass(frozen=True)
 class TransportFailure:
-    """No answer: `timeout`, `connection` (refused, reset, cut off) or `invalid` (the request cannot be sent)."""
+    """No answer: `timeout`, `connection` (refused, reset, cut off), `invalid` (the request cannot be sent) or
+    `blocked` (its host came from a template and is not public: see `gateway.delivery.addresses`)."""
 
     kind: FailureKind
     message: str
     elapsed_ms: float
 
 
-def make_session(max_connections: int = MAX_CONNECTIONS) -> aiohttp.ClientSession:
-    """The one client session the worker shares; per-destination concurrency is enforced by `delivery.limits`."""
-    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, ttl_dns_cache=300)
+class PublicOnlyResolver(AbstractResolver):
+    """Resolves names like `inner` does, keeping public addresses only: the connector connects to what this
+    returns, so the address checked is the address used."""
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        public = [result for result in found if refusal(result["host"]) is None]
+        if found and not public:
+            first = found[0]["host"]
+            raise blocked(host, first, refusal(first) or "not public")
+        return public
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def make_session(
+    max_connections: int = MAX_CONNECTIONS, public_only: bool = False, resolver: AbstractResolver | None = None
+) -> aiohttp.ClientSession:
+    """A client session for the worker; per-destination concurrency is enforced by `delivery.limits`.
+
+    `public_only`: it connects to public addresses only, for requests whose host came from a template (its own
+    connections: a pooled connection to a private host is never reused for one). `resolver` replaces DNS.
+    """
+    if public_only:
+        resolver = PublicOnlyResolver(resolver)
+    connector = aiohttp.TCPConnector(
+        limit=max_connections, limit_per_host=0, ttl_dns_cache=300, resolver=resolver
+    )
     return aiohttp.ClientSession(
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),  # no cookies carried from one destination's answer to the next request
@@ -73,11 +111,18 @@ async def send(
     timeout_s: float,
     sign: SignConfig | None = None,
     authorization: str | None = None,
+    public_only: bool = False,
 ) -> Response | TransportFailure:
     """Send `request` once and report what happened; never raises for network trouble.
 
     `authorization` replaces any stored Authorization header: credentials are added here, never stored.
+    `public_only`: `session` is a public-only one (`make_session(public_only=True)`), and an IP address written
+    in the URL must be public too.
     """
+    if public_only:
+        literal = _ip_literal_refusal(request.url)  # aiohttp connects to an IP address without asking the resolver
+        if literal is not None:
+            return TransportFailure(kind="blocked", message=literal, elapsed_ms=0.0)
     headers = dict(request.headers)
     if authorization is not None:
         headers = {name: value for name, value in headers.items() if name.lower() != "authorization"}
@@ -118,6 +163,16 @@ async def _read_body(answer: aiohttp.ClientResponse) -> tuple[bytes, bool]:
     return bytes(content), False
 
 
+def _ip_literal_refusal(url: str) -> str | None:
+    try:
+        host = URL(url).host or ""
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None  # a name: the resolver checks what it resolves to
+    why = refusal(host)
+    return None if why is None else str(blocked(host, host, why))
+
+
 def _elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
@@ -126,6 +181,8 @@ def _describe(exc: aiohttp.ClientError | OSError | ValueError, timeout_s: float)
     """A failure kind and a message that never includes the URL (it may carry credentials)."""
     if isinstance(exc, TimeoutError):
         return "timeout", f"no answer within {timeout_s:g} s"
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, BlockedAddress):
+        return "blocked", str(exc.os_error)
     if isinstance(exc, aiohttp.ClientConnectorError):
         return "connection", f"cannot connect to {exc.host}:{exc.port}: {exc.strerror or type(exc).__name__}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):

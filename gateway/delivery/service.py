@@ -30,11 +30,12 @@ async def running_worker(
     loaded: LoadedConfig, store: Store, clock: Clock, on_attempt: OnAttempt | None = None
 ) -> AsyncIterator[Worker]:
     """Deliver in the background while the block runs; on exit stop within `server.shutdown_grace`."""
-    async with make_session() as session:
+    async with make_session() as session, make_session(public_only=True) as public_session:
         worker = Worker(
             store, loaded.config.destinations, session, clock=clock, on_attempt=on_attempt,
             lease_margin_s=loaded.config.storage.lease_margin, limits=_shared_limits(loaded, store),
             masker=loaded.masker,
+            public_session=public_session,
         )
         tasks = [
             asyncio.create_task(worker.run(), name="worker"),

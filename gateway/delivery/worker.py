@@ -55,10 +55,14 @@ class Worker:
         on_attempt: OnAttempt | None = None,
         lease_margin_s: float = LEASE_MARGIN_S,
         masker: Masker | None = None,
+        public_session: ClientSession | None = None,
     ) -> None:
+        """`public_session` (`make_session(public_only=True)`) sends the requests whose host came from a template;
+        without one, those are refused."""
         self._store = store
         self._destinations = destinations
         self._session = session
+        self._public_session = public_session
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._poll_interval_s = poll_interval_s
@@ -261,16 +265,22 @@ class Worker:
     ) -> Response | TransportFailure | TokenFailure:
         """Send with the destination's credentials; a 401 to an OAuth2 token gets one more try with a new token,
         at once and within the same attempt."""
+        public_only = request.untrusted_host and not config.allow_private_hosts
+        chosen = self._public_session if public_only else self._session
+        if chosen is None:
+            return TransportFailure("blocked", "its host came from a template and this worker sends none such", 0.0)
+        session: ClientSession = chosen
         credentials = self._credentials.get(destination)
         if credentials is None:
-            return await send(self._session, request, config.timeout, config.sign)
+            return await send(session, request, config.timeout, config.sign, public_only=public_only)
 
         async def authorized() -> tuple[str, Response | TransportFailure | TokenFailure]:
             assert credentials is not None
             authorization = await credentials.authorization(self._session, config.timeout, self._clock.now_ms())
             if isinstance(authorization, TokenFailure):
                 return "", authorization
-            return authorization, await send(self._session, request, config.timeout, config.sign, authorization)
+            answer = await send(session, request, config.timeout, config.sign, authorization, public_only)
+            return authorization, answer
 
         used, answer = await authorized()
         if isinstance(answer, Response) and answer.status == 401 and credentials.renewable(used):

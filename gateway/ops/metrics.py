@@ -149,7 +149,7 @@ def attempt_result(result: AttemptResult) -> str:
     if attempt.status_code is not None:
         return f"{attempt.status_code // 100}xx"
     kind = (attempt.error or "").partition(":")[0]
-    return kind if kind in ("timeout", "connection", "invalid", "token") else "not_sent"
+    return kind if kind in ("timeout", "connection", "invalid", "blocked", "token") else "not_sent"
 
 
 def exposition(metrics: Metrics) -> web.Response:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined, nodes
 from jinja2.environment import Template
@@ -67,12 +68,21 @@ def _slack_escape(value: Any) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _path_segment(value: Any) -> str:
+    """`value` as one URL path segment: everything but unreserved characters (letters, digits, `-._~`)
+    percent-encoded, `/` included, so a payload value cannot climb out of its segment."""
+    text = "" if defined(value) is None else str(value)
+    if text in (".", ".."):  # encoded or not, URL normalisation reads these as "this" and "parent" segment
+        raise ValueError(f"{text!r} cannot be a path segment")
+    return quote(text, safe="")
+
+
 def _blank_none(value: Any) -> Any:
     return "" if value is None else value
 
 
 ENV = BudgetedSandbox(undefined=StrictUndefined, autoescape=False, finalize=_blank_none, keep_trailing_newline=True)
-ENV.filters.update(tojson=_tojson, datetime=_datetime, slack_escape=_slack_escape)
+ENV.filters.update(tojson=_tojson, datetime=_datetime, slack_escape=_slack_escape, path_segment=_path_segment)
 # The JSON of a body leaf inside a body's one template. A filter name in template source is an identifier,
 # so no config can call these.
 VALUE_FILTER = "body value"

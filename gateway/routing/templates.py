@@ -20,6 +20,7 @@ Templates are Jinja in an immutable sandbox with `StrictUndefined`. Choices wort
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -65,7 +66,7 @@ def _checked_header(value: str) -> str:
 class RequestTemplate:
     """A request compiled from a `send` and its destination; `render` fills it in for one payload."""
 
-    __slots__ = ("method", "_url", "_headers", "_body", "_content_type_set", "_finish", "_limits")
+    __slots__ = ("method", "_url", "_headers", "_body", "_content_type_set", "_finish", "_limits", "_untrusted_host")
 
     def __init__(
         self,
@@ -76,8 +77,10 @@ class RequestTemplate:
         content_type_set: bool,
         finish: BodyFinisher | None = None,
         limits: RenderLimits = DEFAULT_LIMITS,
+        untrusted_host: bool = False,
     ) -> None:
         self.method = method
+        self._untrusted_host = untrusted_host
         self._url = url
         self._headers = headers
         self._body = body
@@ -106,7 +109,8 @@ class RequestTemplate:
                     raise RenderError(f"the body: {exc}") from None
             if content_type is not None and not self._content_type_set:
                 headers["Content-Type"] = content_type
-            return RenderedRequest(self.method, render_text(self._url, scope), headers, body)
+            url = render_text(self._url, scope)
+            return RenderedRequest(self.method, url, headers, body, self._untrusted_host)
 
 
 def template_context(payload: Any, event: Mapping[str, Any], original: bytes) -> dict[str, Any]:
@@ -147,6 +151,18 @@ class RequestSource:
     def from_data(cls, data: Mapping[str, Any]) -> RequestSource:
         return cls(data["method"], tuple(data["url"]), tuple(tuple(header) for header in data["headers"]),
                    data["content_type_set"], BodySource(**data["body"]), data["finish"])
+
+
+# A whole `scheme://host:port` ended by the start of a path, query or fragment.
+_LITERAL_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*[/?#]")
+
+
+def host_from_template(url: str) -> bool:
+    """Whether a template may choose any of the URL's scheme, host or port: the text before its first `{{`, `{%`
+    or `{#` does not hold a whole `scheme://host:port/`. (`https://api.example.com{{ x }}` may: `x` can go on
+    with the host.)"""
+    starts = [index for index in (url.find("{{"), url.find("{%"), url.find("{#")) if index != -1]
+    return bool(starts) and _LITERAL_ORIGIN.match(url[: min(starts)]) is None
 
 
 def _url_source(
@@ -206,7 +222,8 @@ def compile_source(
     if len(problems) > found:
         return None
     finish = body_finisher(source.finish)
-    return RequestTemplate(source.method, url, headers, body, source.content_type_set, finish, limits)
+    untrusted_host = host_from_template(url_source)
+    return RequestTemplate(source.method, url, headers, body, source.content_type_set, finish, limits, untrusted_host)
 
 
 def compile_request(

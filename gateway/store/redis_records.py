@@ -41,7 +41,7 @@ def release_fields(release: Release) -> dict[str, Any]:
 
 def request_fields(request: RenderedRequest) -> dict[str, Any]:
     return {"method": request.method, "url": request.url, "headers": json.dumps(request.headers),
-            "body": request.body}  # fmt: skip
+            "body": request.body, "untrusted_host": int(request.untrusted_host)}  # fmt: skip
 
 
 def pairs(flat: Iterable[bytes]) -> dict[bytes, bytes]:
@@ -60,7 +60,9 @@ def read_delivery(fields: Mapping[bytes, bytes]) -> Delivery:
     request = None
     if b"method" in fields:
         headers = json.loads(fields[b"headers"])
-        request = RenderedRequest(fields[b"method"].decode(), fields[b"url"].decode(), headers, fields[b"body"])
+        untrusted = fields.get(b"untrusted_host") == b"1"
+        method, url = fields[b"method"].decode(), fields[b"url"].decode()
+        request = RenderedRequest(method, url, headers, fields[b"body"], untrusted)
     return Delivery(
         id=fields[b"id"].decode(),
         event_id=fields[b"event_id"].decode(),

@@ -45,7 +45,8 @@ _PRUNE_CHUNK = 500
 
 _DELIVERY_COLUMNS = (
     "id, event_id, route, destination, status, attempts, max_attempts, next_attempt_at_ms, created_at_ms, "
-    "updated_at_ms, method, url, headers, body, last_error, lease_token, step, after_id, template, steps"
+    "updated_at_ms, method, url, headers, body, untrusted_host, last_error, lease_token, step, after_id, template, "
+    "steps"
 )
 _FIND_DUPLICATE = (
     "SELECT id FROM events WHERE source = ? AND dedupe_key = ? AND received_at_ms > ? ORDER BY received_at_ms LIMIT 1"
@@ -54,7 +55,7 @@ _INSERT_EVENT = (
     "INSERT INTO events (id, source, dedupe_key, received_at_ms, body, conversation_id, subject, sender, rule_type) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_DELIVERY = f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES ({', '.join('?' * 20)})"
+_INSERT_DELIVERY = f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES ({', '.join('?' * 21)})"
 _SELECT_DUE = (
     "SELECT id FROM deliveries WHERE status = 'pending' AND destination = ? AND next_attempt_at_ms <= ? "
     "ORDER BY next_attempt_at_ms LIMIT ?"
@@ -71,15 +72,16 @@ _FINISH = (
     "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at_ms = coalesce(?, next_attempt_at_ms), "
     "updated_at_ms = ?, last_error = ?, lease_token = NULL WHERE id = ? AND lease_token = ? AND status = 'pending'"
 )
-_REQUEUE = (  # the four coalesce() arguments replace the request when given; a delivery left without one stays dead
+_REQUEUE = (  # the five coalesce() arguments replace the request when given; a delivery left without one stays dead
     # Plain `?` placeholders: Python 3.12.0-3.12.3 wrongly warn about numbered ones (`?1`) bound from a sequence.
     "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = ?, updated_at_ms = ?, "
     "lease_token = NULL, method = coalesce(?, method), url = coalesce(?, url), headers = coalesce(?, headers), "
-    "body = coalesce(?, body) WHERE id = ? AND status IN ('dead', 'delivered') AND coalesce(?, method) IS NOT NULL"
+    "body = coalesce(?, body), untrusted_host = coalesce(?, untrusted_host) "
+    "WHERE id = ? AND status IN ('dead', 'delivered') AND coalesce(?, method) IS NOT NULL"
 )
 _RELEASE = (  # a chained delivery freed by its step: pending with a request, or dead without one
     "UPDATE deliveries SET status = ?, attempts = 0, next_attempt_at_ms = ?, updated_at_ms = ?, lease_token = NULL, "
-    "method = ?, url = ?, headers = ?, body = ?, last_error = ?, steps = coalesce(?, steps) "
+    "method = ?, url = ?, headers = ?, body = ?, untrusted_host = ?, last_error = ?, steps = coalesce(?, steps) "
     "WHERE id = ? AND status != 'pending'"
 )
 
@@ -233,8 +235,8 @@ def _delivery_row(event_id: str, at_ms: int, new: NewDelivery) -> tuple[Any, ...
 
 def _request_columns(request: RenderedRequest | None) -> tuple[Any, ...]:
     if request is None:
-        return (None,) * 4
-    return request.method, request.url, json.dumps(request.headers), request.body
+        return (None,) * 5
+    return request.method, request.url, json.dumps(request.headers), request.body, int(request.untrusted_host)
 
 
 def _claim(conn: sqlite3.Connection, capacity: Mapping[str, int], now_ms: int, lease_ms: int) -> list[Delivery]:
@@ -365,8 +367,8 @@ def _stats(conn: sqlite3.Connection) -> QueueStats:
 
 def _delivery(row: tuple[Any, ...]) -> Delivery:
     (delivery_id, event_id, route, destination, status, attempts, max_attempts, next_attempt_at_ms, created_at_ms,
-     updated_at_ms, method, url, headers, body, last_error, lease_token, *chain) = row  # fmt: skip
-    request = None if method is None else RenderedRequest(method, url, json.loads(headers), body)
+     updated_at_ms, method, url, headers, body, untrusted_host, last_error, lease_token, *chain) = row  # fmt: skip
+    request = None if method is None else RenderedRequest(method, url, json.loads(headers), body, bool(untrusted_host))
     return Delivery(delivery_id, event_id, route, destination, DeliveryStatus(status), attempts, max_attempts,
                     next_attempt_at_ms, created_at_ms, updated_at_ms, request, last_error, lease_token,
                     *chain)  # fmt: skip

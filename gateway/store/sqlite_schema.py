@@ -13,7 +13,7 @@ from pathlib import Path
 from gateway.model import event_facts
 from gateway.store.sqlite_file import QUICK_CHECK_BUDGET_S, check_integrity, create_private
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _BACKFILL_CHUNK = 1000
 _BUSY_TIMEOUT_S = 5.0
 
@@ -148,6 +148,12 @@ def _migrate(conn: sqlite3.Connection) -> None:
             for statement in _CHAINS.split(";")[:-1]:
                 conn.execute(statement)
             conn.execute("UPDATE schema_version SET version = 3")
+        conn.execute("COMMIT")
+    if version is None or version < 4:
+        conn.execute("BEGIN IMMEDIATE")
+        if _version(conn) == 3:  # version 4: whether a delivery's URL took its host from a template (NULL: no)
+            conn.execute("ALTER TABLE deliveries ADD COLUMN untrusted_host INTEGER")
+            conn.execute("UPDATE schema_version SET version = 4")
         conn.execute("COMMIT")
 
 

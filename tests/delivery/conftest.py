@@ -45,7 +45,9 @@ class Rig:
             **options,
         )
 
-    async def enqueue(self, dest: str, url: str, count: int = 1, max_attempts: int = 5, route: str = "r") -> list[str]:
+    async def enqueue(
+        self, dest: str, url: str, count: int = 1, max_attempts: int = 5, route: str = "r", untrusted_host: bool = False
+    ) -> list[str]:
         ids = []
         for n in range(count):
             event_id = uuid.uuid4().hex
@@ -54,7 +56,9 @@ class Rig:
                 route=route,
                 destination=dest,
                 max_attempts=max_attempts,
-                request=RenderedRequest("POST", url, {"Content-Type": "application/json"}, b'{"n": %d}' % n),
+                request=RenderedRequest(
+                    "POST", url, {"Content-Type": "application/json"}, b'{"n": %d}' % n, untrusted_host
+                ),
             )
             event = NewEvent(event_id, "missive", self.clock.now_ms(), b"{}", dedupe_key=event_id)
             await self.store.ingest(event, [delivery], dedupe_window_ms=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from gateway.config.schema import DestinationConfig, SendConfig
 from gateway.errors import ConfigProblem, RenderError
 from gateway.model import RenderedRequest
 from gateway.routing.bodies import ORIGINAL_BODY
-from gateway.routing.templates import RequestTemplate, compile_request, template_context
+from gateway.routing.templates import RequestTemplate, compile_request, host_from_template, template_context
 from tests.conftest import FIXTURES
 
 AT = "routes[0].send[1]"
@@ -476,3 +477,51 @@ def test_rendered_headers_are_a_fresh_dict_each_time() -> None:
 def test_template_context(payload: Any, expected: dict[str, Any]) -> None:
     names = template_context(payload, EVENT, b"{}")
     assert names == {**expected, "event": EVENT, "payload": payload, ORIGINAL_BODY: b"{}"}
+
+
+@pytest.mark.parametrize(
+    ("url", "from_template"),
+    [
+        pytest.param("https://api.example.com/contacts/{{ message.id }}", False, id="template-in-the-path"),
+        pytest.param("https://api.example.com?q={{ x }}", False, id="template-in-the-query"),
+        pytest.param("https://api.example.com:8443/", False, id="no-template"),
+        pytest.param("https://{{ payload.host }}/notes", True, id="template-is-the-host"),
+        pytest.param("https://api.example.com{{ x }}", True, id="template-may-go-on-with-the-host"),
+        pytest.param("https://api.example.com:{{ port }}/", True, id="template-is-the-port"),
+        pytest.param("{{ payload.callback_url }}", True, id="template-is-the-whole-url"),
+        pytest.param("http{{ 's' if secure }}://api.example.com/", True, id="template-in-the-scheme"),
+        pytest.param("https://user:{% if x %}a{% endif %}@h/", True, id="statement-in-the-authority"),
+    ],
+)
+def test_which_urls_take_their_host_from_a_template(url: str, from_template: bool) -> None:
+    assert host_from_template(url) is from_template
+
+
+def test_a_rendered_request_says_whether_its_host_came_from_a_template() -> None:
+    assert render({"url": "https://{{ rule.type | replace('_', '-') }}.example.com/"}).untrusted_host is True
+    assert render({"url": "https://crm.example.com/{{ rule.type }}"}).untrusted_host is False
+
+
+@pytest.mark.parametrize(
+    ("value", "segment"),
+    [
+        pytest.param("../../admin", "..%2F..%2Fadmin", id="slashes-are-encoded"),
+        pytest.param("a b@c.com?x=1#y", "a%20b%40c.com%3Fx%3D1%23y", id="reserved-characters"),
+        pytest.param("Ré_sumé-1.~", "R%C3%A9_sum%C3%A9-1.~", id="unreserved-stay"),
+        pytest.param(42, "42", id="a-number"),
+    ],
+)
+def test_path_segment_keeps_a_value_inside_one_segment(value: Any, segment: str) -> None:
+    template = build({"url": "https://crm.example.com/contacts/{{ payload.v | path_segment }}/notes"})
+    payload = {"rule": {"type": "x"}, "v": value}
+    request = template.render(template_context(payload, EVENT, json.dumps(payload).encode()))
+    assert request.url == f"https://crm.example.com/contacts/{segment}/notes"
+
+
+@pytest.mark.parametrize("value", [".", ".."])
+def test_path_segment_refuses_dot_segments(value: str) -> None:
+    """Encoded or not, a URL normaliser reads them as "this" and "parent": the request would climb a level."""
+    template = build({"url": "https://crm.example.com/contacts/{{ payload.v | path_segment }}/notes"})
+    payload = {"rule": {"type": "x"}, "v": value}
+    with pytest.raises(RenderError, match=f"'{re.escape(value)}' cannot be a path segment"):
+        template.render(template_context(payload, EVENT, json.dumps(payload).encode()))

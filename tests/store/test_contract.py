@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sqlite3
@@ -723,3 +724,14 @@ async def test_sqlite_runs_no_statement_on_the_event_loop_and_groups_commits(
     assert {sql.split()[0] for _, sql in statements} >= {"connect", "INSERT", "SELECT", "UPDATE", "DELETE"}
     assert threading.get_ident() not in {thread for thread, _ in statements}
     assert 1 <= commits_for_ingests <= len(events) // 4
+
+
+async def test_whether_a_host_came_from_a_template_is_kept_through_claim_and_requeue(store: Store) -> None:
+    untrusted = dataclasses.replace(rendered("u"), untrusted_host=True)
+    await put(store, "e1", T0, NewDelivery("d1", "vip", "slack", 3, untrusted), new_delivery("d2"))
+    claimed = {delivery.id: delivery for delivery in await store.claim({"slack": 2}, T0, 60_000)}
+    assert claimed["d1"].request == untrusted and claimed["d2"].request == rendered("d2")
+    await store.finish(claimed["d1"], AttemptResult(attempt_of(claimed["d1"], T0, 400, "no"), DEAD))
+    assert await store.requeue(["d1"], T0 + 1, {"d1": rendered("again")}) == 1
+    requeued = await store.get_delivery("d1")
+    assert requeued is not None and requeued.request == rendered("again")  # the new request's flag: a literal host

@@ -232,3 +232,43 @@ routes:
     assert "delivery worker stopped; attempts in flight: 1 finished, 0 cut short" in log
     assert "shutdown: 2 deliveries stay queued for the next start, 0 dead letters kept" in log
     assert len(slow.received) == 1
+
+
+async def test_a_templated_host_reaches_no_private_address_unless_allowed(
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]], write_config: Callable[[str], Path]
+) -> None:
+    """The payload picks the host: refused before anything is sent, unless the destination allows private hosts."""
+    async with FakeDestination([200]) as sink:
+        port = sink.url().split(":")[2].split("/")[0]
+        loaded = load_config(write_config(f"""\
+            storage: {{path: gateway.db}}
+            sources:
+              missive: {{secrets: ["{FIXTURE_SECRET}"]}}
+            destinations:
+              guarded: {{url: "http://{{{{ payload.host }}}}:{port}/guarded"}}
+              allowed: {{url: "http://{{{{ payload.host }}}}:{port}/allowed", allow_private_hosts: true}}
+              literal: {{url: "http://127.0.0.1:{port}/literal/{{{{ payload.host | path_segment }}}}"}}
+            routes:
+              - name: everything
+                send: [{{to: guarded}}, {{to: allowed}}, {{to: literal}}]
+            """), environ={})
+        client = await aiohttp_client(create_app(ConfigHolder(loaded)))
+        for host in ("127.0.0.1", "localhost"):  # an address, and a name this machine resolves itself
+            body = json.dumps({"rule": {"type": "incoming_email"}, "host": host}).encode()
+            response = await client.post("/hooks/missive", data=body, headers={
+                "X-Hook-Signature": sign(FIXTURE_SECRET.encode(), body)})
+            assert response.status == 200
+        await wait_for_status(client, DeliveryStatus.DELIVERED, 4)
+        await wait_for_status(client, DeliveryStatus.DEAD, 2)
+        dead = await client.app[STORE].list_deliveries(DeliveryFilter(status=DeliveryStatus.DEAD))
+    assert sorted(request.path_qs for request in sink.received) == [
+        "/allowed", "/allowed", "/literal/127.0.0.1", "/literal/localhost"
+    ]
+    assert {delivery.destination for delivery in dead} == {"guarded"}
+    errors = sorted(delivery.last_error or "" for delivery in dead)
+    assert errors[0] == (
+        "blocked: refused to connect to 127.0.0.1 (loopback address): the URL's host came from a template; set "
+        "allow_private_hosts: true on the destination if it must reach it"
+    )
+    assert errors[1].startswith("blocked: refused to connect to localhost (")  # 127.0.0.1 or ::1
+    assert "(loopback address)" in errors[1]
