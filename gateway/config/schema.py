@@ -250,6 +250,9 @@ class DestinationConfig(Model):
         return self.auth
 
 
+TEXT_OPERATORS = ("equals", "in", "contains", "glob", "matches")
+
+
 class Condition(Model):
     """One test on a JSONPath, or all/any/not of other conditions."""
 
@@ -264,6 +267,9 @@ class Condition(Model):
     gte: Any = Field(None, description="Value is greater than or equal to this.")
     lt: Any = Field(None, description="Value is less than this.")
     lte: Any = Field(None, description="Value is less than or equal to this.")
+    ignore_case: bool = Field(
+        False, description="equals, in, contains, glob and matches compare text in any case (Alma@X.COM = alma@x.com)."
+    )
     all: list[Condition] | None = Field(None, description="Every condition holds.")
     any: list[Condition] | None = Field(None, description="At least one condition holds.")
     not_: Condition | None = Field(None, alias="not", description="The condition does not hold.")
@@ -286,6 +292,8 @@ class Condition(Model):
             raise ValueError(f"operator '{ops[0]}' needs a 'path', e.g. {{path: $.rule.type, {ops[0]}: ...}}")
         elif len(groups) != 1:
             raise ValueError("a condition needs 'path' with an operator, or exactly one of all, any, not")
+        if self.ignore_case and not set(ops) & set(TEXT_OPERATORS):
+            raise ValueError(f"'ignore_case' goes with {', '.join(TEXT_OPERATORS)}, beside the 'path' it applies to")
         return self
 
     def operators(self) -> list[str]:

@@ -56,26 +56,43 @@ def _show(value: Any) -> str:
 # --- operators ---------------------------------------------------------------------------
 
 
-def _equals(operand: Any) -> Test:
+# Each operator builds its test from the operand and `fold`: with ignore_case, text is compared casefolded
+# (Unicode's caseless matching: 'Straße' equals 'STRASSE'); otherwise `fold` leaves it as it is.
+Fold = Callable[[str], str]
+
+
+def _same(text: str) -> str:
+    return text
+
+
+def _folded(value: Any, fold: Fold) -> Any:
+    return fold(value) if isinstance(value, str) else value
+
+
+def _equals(operand: Any, fold: Fold) -> Test:
     if isinstance(operand, str):
-        return lambda value: bool(value == operand)
+        wanted = fold(operand)
+        return lambda value: isinstance(value, str) and fold(value) == wanted
     return lambda value: _json_equal(value, operand)
 
 
-def _in(operand: Any) -> Test:
+def _in(operand: Any, fold: Fold) -> Test:
     if not isinstance(operand, list):
         raise ValueError(f"'in' needs a list of values, got {_show(operand)}")
     if all(isinstance(item, str) for item in operand):
-        strings = frozenset(operand)
-        return lambda value: isinstance(value, str) and value in strings
-    return lambda value: any(_json_equal(value, item) for item in operand)
+        strings = frozenset(map(fold, operand))
+        return lambda value: isinstance(value, str) and fold(value) in strings
+    items = [_folded(item, fold) for item in operand]
+    return lambda value: any(_json_equal(_folded(value, fold), item) for item in items)
 
 
-def _contains(operand: Any) -> Test:
+def _contains(operand: Any, fold: Fold) -> Test:
+    wanted = _folded(operand, fold)
+
     def test(value: Any) -> bool:
         if isinstance(value, str):
-            return isinstance(operand, str) and operand in value
-        return isinstance(value, list) and any(_json_equal(item, operand) for item in value)
+            return isinstance(wanted, str) and wanted in fold(value)
+        return isinstance(value, list) and any(_json_equal(_folded(item, fold), wanted) for item in value)
 
     return test
 
@@ -87,14 +104,16 @@ def _re2_options() -> re2.Options:
 
 
 _RE2_OPTIONS = _re2_options()
+_RE2_ANY_CASE = _re2_options()
+_RE2_ANY_CASE.case_sensitive = False
 
 
-def _matches(operand: Any) -> Test:
+def _matches(operand: Any, fold: Fold) -> Test:
     """RE2, which runs in time linear in the subject: no pattern can make one payload stall the process."""
     if not isinstance(operand, str):
         raise ValueError(f"'matches' needs a regular expression, got {_show(operand)}")
     try:
-        search = re2.compile(operand, _RE2_OPTIONS).search
+        search = re2.compile(operand, _RE2_OPTIONS if fold is _same else _RE2_ANY_CASE).search
     except re2.error as exc:
         reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         raise ValueError(
@@ -103,16 +122,16 @@ def _matches(operand: Any) -> Test:
     return lambda value: isinstance(value, str) and search(value) is not None
 
 
-def _glob(operand: Any) -> Test:
+def _glob(operand: Any, fold: Fold) -> Test:
     if not isinstance(operand, str):
         raise ValueError(f"'glob' needs a pattern such as '*@example.com', got {_show(operand)}")
     # What fnmatch.fnmatchcase does per call: Python's `re`, on a pattern fnmatch builds without nested repeats.
-    match = re.compile(fnmatch.translate(operand)).match
-    return lambda value: isinstance(value, str) and match(value) is not None
+    match = re.compile(fnmatch.translate(fold(operand))).match
+    return lambda value: isinstance(value, str) and match(fold(value)) is not None
 
 
-def _ordered(compare: Callable[[Any, Any], bool], name: str) -> Callable[[Any], Test]:
-    def build(operand: Any) -> Test:
+def _ordered(compare: Callable[[Any, Any], bool], name: str) -> Callable[[Any, Fold], Test]:
+    def build(operand: Any, fold: Fold) -> Test:
         if isinstance(operand, str):
             return lambda value: isinstance(value, str) and compare(value, operand)
         if _is_number(operand):
@@ -122,7 +141,7 @@ def _ordered(compare: Callable[[Any, Any], bool], name: str) -> Callable[[Any], 
     return build
 
 
-_TESTS: dict[str, Callable[[Any], Test]] = {
+_TESTS: dict[str, Callable[[Any, Fold], Test]] = {
     "equals": _equals,
     "in": _in,
     "contains": _contains,
@@ -191,6 +210,15 @@ class _Test(_Leaf):
             if test(value):
                 return True
         return False
+
+
+class _AnyCaseTest(_Test):
+    """A test with ignore_case, which says so when described."""
+
+    __slots__ = ()
+
+    def describe(self) -> str:
+        return f"{super().describe()} (any case)"
 
 
 class _Exists(_Leaf):
@@ -298,21 +326,22 @@ def _compile_leaf(cond: Condition, path: str, at: str, problems: list[ConfigProb
     op = cond.operators()[0]
     operand = getattr(cond, "in_" if op == "in" else op)
     try:
-        make = _leaf_maker(path, op, operand)
+        make = _leaf_maker(path, op, operand, cond.ignore_case)
     except ValueError as exc:
         problems.append(ConfigProblem(f"{at}.{op}", str(exc)))
         return None
     return None if get is None else make(get)
 
 
-def _leaf_maker(path: str, op: str, operand: Any) -> Callable[[Getter], Predicate]:
+def _leaf_maker(path: str, op: str, operand: Any, ignore_case: bool) -> Callable[[Getter], Predicate]:
     """Checks the operand now; the result builds the predicate once the path is compiled."""
     if op == "exists":
         if not isinstance(operand, bool):
             raise ValueError(f"'exists' needs true or false, got {_show(operand)}")
         return lambda get: _Exists(path, get, op, operand)
-    test = _TESTS[op](operand)
-    return lambda get: _Test(path, get, op, operand, test)
+    test = _TESTS[op](operand, str.casefold if ignore_case else _same)
+    leaf = _AnyCaseTest if ignore_case else _Test
+    return lambda get: leaf(path, get, op, operand, test)
 
 
 def _path_hint(path: str) -> str | None:

@@ -704,3 +704,57 @@ def test_fixture_payloads(spec: dict[str, Any], name: str, expected: bool) -> No
     view = payload_view(load(name))
     assert predicate.matches(view) is expected
     assert (predicate.explain(view) is None) is expected
+
+
+# --- ignore_case ---------------------------------------------------------------------------
+
+MIXED: dict[str, Any] = {
+    "from": "Alma@Example-Support.COM",
+    "tags": ["VIP", "Urgent"],
+    "street": "Straße",
+    "n": 3,
+}
+
+
+@pytest.mark.parametrize(
+    ("spec", "sensitive", "any_case"),
+    [
+        pytest.param({"path": "$.from", "glob": "*@example-support.com"}, False, True, id="glob"),
+        pytest.param({"path": "$.from", "glob": "*@EXAMPLE-support.com"}, False, True, id="glob-pattern-folded"),
+        pytest.param({"path": "$.from", "equals": "alma@example-support.com"}, False, True, id="equals"),
+        pytest.param({"path": "$.from", "in": ["x", "ALMA@EXAMPLE-SUPPORT.COM"]}, False, True, id="in"),
+        pytest.param({"path": "$.from", "in": [1, "alma@example-support.com"]}, False, True, id="in-mixed-types"),
+        pytest.param({"path": "$.from", "contains": "example-SUPPORT"}, False, True, id="contains-text"),
+        pytest.param({"path": "$.tags", "contains": "vip"}, False, True, id="contains-list"),
+        pytest.param({"path": "$.tags[*]", "equals": "urgent"}, False, True, id="any-value"),
+        pytest.param({"path": "$.from", "matches": "^alma@example"}, False, True, id="matches"),
+        pytest.param({"path": "$.street", "equals": "STRASSE"}, False, True, id="unicode-caseless"),
+        pytest.param({"path": "$.from", "glob": "*@example.com"}, False, False, id="still-a-miss"),
+        pytest.param({"path": "$.n", "equals": 3}, True, True, id="numbers-as-before"),
+        pytest.param({"path": "$.n", "in": ["3", 3.0]}, True, True, id="in-numbers-as-before"),
+        pytest.param({"path": "$.n", "equals": "3"}, False, False, id="a-number-is-not-text"),
+    ],
+)
+def test_ignore_case(spec: dict[str, Any], sensitive: bool, any_case: bool) -> None:
+    assert compiled(spec).matches(MIXED) is sensitive
+    assert compiled({**spec, "ignore_case": True}).matches(MIXED) is any_case
+
+
+def test_ignore_case_is_said_when_explained() -> None:
+    predicate = compiled({"not": {"path": "$.from", "glob": "*@example-support.com", "ignore_case": True}})
+    assert predicate.explain(MIXED) == (
+        "not ($.from glob '*@example-support.com' (any case)) failed: saw 'Alma@Example-Support.COM'"
+    )
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param({"path": "$.n", "gt": 1, "ignore_case": True}, id="gt"),
+        pytest.param({"path": "$.n", "exists": True, "ignore_case": True}, id="exists"),
+        pytest.param({"any": [{"path": "$.n", "equals": 3}], "ignore_case": True}, id="group"),
+    ],
+)
+def test_ignore_case_only_beside_a_text_operator(spec: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="'ignore_case' goes with equals, in, contains, glob, matches"):
+        Condition.model_validate(spec)
