@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -87,6 +88,7 @@ class NewEvent:
     body: bytes
     dedupe_key: str
     facts: EventFacts = EventFacts()
+    changes: str | None = None  # JSON of the `changes` its routes saw, when its source tracks conversations
 
 
 @dataclass(frozen=True)
@@ -119,9 +121,12 @@ class NewDelivery:
 
 @dataclass(frozen=True)
 class IngestResult:
+    """What the store did; `conflict`: nothing was stored, the state changed since it was read (route again)."""
+
     event_id: str
     deliveries: int
     duplicate: bool = False
+    conflict: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,66 @@ class StoredEvent:
     source: str
     received_at_ms: int
     body: bytes
+    changes: str | None = None
+
+
+# --- conversation state and once_per: what routing reads from the store and writes back with the event ---
+
+OnceKey = tuple[str, str]  # (route, the rendered once_per key)
+
+
+@dataclass(frozen=True)
+class Assignee:
+    id: str
+    name: str | None
+    email: str | None
+
+
+@dataclass(frozen=True)
+class ConversationState:
+    """What the gateway remembers of one conversation of one source."""
+
+    labels: tuple[str, ...]
+    assignees: tuple[Assignee, ...]
+    last_seen_ms: int
+
+    def to_json(self) -> str:
+        """Labels and assignees as the stores keep them (`last_seen_ms` is kept beside, to prune by)."""
+        return json.dumps({"labels": list(self.labels), "assignees": [vars(person) for person in self.assignees]})
+
+    @classmethod
+    def from_json(cls, text: str | bytes, last_seen_ms: int) -> ConversationState:
+        kept = json.loads(text)
+        return cls(tuple(kept["labels"]), tuple(Assignee(**person) for person in kept["assignees"]), last_seen_ms)
+
+
+@dataclass(frozen=True)
+class StateKeys:
+    """The state one event's routing depends on: its conversation `(source, id)` and its routes' once_per keys."""
+
+    conversation: tuple[str, str] | None = None
+    once: tuple[OnceKey, ...] = ()
+
+
+@dataclass(frozen=True)
+class StateSnapshot:
+    """The state of some `StateKeys` at a moment. `version` counts the conversation's writes (0: never seen);
+    `once_until_ms` holds the once_per windows still running then, and when each ends."""
+
+    conversation: ConversationState | None = None
+    version: int = 0
+    once_until_ms: dict[OnceKey, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StateWrite:
+    """Written with an event, only if the state of `keys` is still `seen`: the conversation's new state (None:
+    unchanged) and the once_per windows its routes open."""
+
+    keys: StateKeys
+    seen: StateSnapshot
+    conversation: ConversationState | None
+    once_until_ms: dict[OnceKey, int]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,35 +25,43 @@ from typing import Any
 import pydantic
 from pydantic import Field, model_validator
 
+from gateway.cli.case_compare import ExpectedRequest, compare_request
 from gateway.config.schema import Model
 from gateway.config.yaml_source import join_path, read_yaml
 from gateway.errors import ConfigError, ConfigProblem, GatewayError, plural
 from gateway.mask import Masker
 from gateway.routing.chain import StepAnswer
 from gateway.routing.compiled import LoadedConfig
-from gateway.routing.dry_run import dry_run, pick_source, sample_answer
-from gateway.routing.jsonpath import SHOWN_CHARS, clip, compile_path
-
-_CONTEXT_CHARS = 20  # shown before the first difference of two long texts
+from gateway.routing.dry_run import pick_source, route_in_turn, sample_answer
+from gateway.routing.jsonpath import compile_path
 
 
-class ExpectedRequest(Model):
-    """What one rendered request must look like; only the parts written are checked."""
+class EarlierPayload(Model):
+    """A payload that arrives before the case's own, on the same source."""
 
-    method: str | None = Field(None, description="HTTP method, e.g. POST.")
-    url: str | None = Field(None, description="The whole URL, as the dry run shows it (credentials as ***).")
-    headers: dict[str, str] = Field(default_factory=dict, description="These headers (names in any case).")
-    body: Any = Field(None, description="The JSON body, partially: mappings need only the keys written; "
-                      "a text body is compared whole.")
-    body_paths: dict[str, Any] = Field(
-        default_factory=dict, description="JSONPath into the JSON body -> the value it finds."
-    )
+    payload: Any = Field(None, description="The payload, inline (sent as JSON).")
+    payload_file: str | None = Field(None, description="A payload file, relative to the cases file.")
+
+    @model_validator(mode="after")
+    def _one_payload(self) -> EarlierPayload:
+        _check_one_payload(self)
+        return self
+
+
+def _check_one_payload(spec: Model) -> None:
+    given = [name for name in ("payload", "payload_file") if name in spec.model_fields_set]
+    if len(given) != 1:
+        raise ValueError("give the payload as exactly one of 'payload' (inline) or 'payload_file'")
 
 
 class Case(Model):
     name: str | None = Field(None, description="Shown on the PASS/FAIL line; default: the payload file.")
     payload: Any = Field(None, description="The payload, inline (sent as JSON).")
     payload_file: str | None = Field(None, description="A payload file, relative to the cases file.")
+    previous: list[EarlierPayload] = Field(
+        default_factory=list, description="Payloads that arrive first, in order: the conversation state and the "
+        "once_per windows they leave are what the case's payload is routed on.",
+    )
     source: str | None = Field(None, description="Source the payload arrives on; optional with one source.")
     routes: list[str] | None = Field(None, description="Exactly the routes that match, in any order.")
     matched: list[str] = Field(default_factory=list, description="Routes that must match (others may too).")
@@ -69,9 +76,7 @@ class Case(Model):
 
     @model_validator(mode="after")
     def _well_formed(self) -> Case:
-        given = [name for name in ("payload", "payload_file") if name in self.model_fields_set]
-        if len(given) != 1:
-            raise ValueError("give the payload as exactly one of 'payload' (inline) or 'payload_file'")
+        _check_one_payload(self)
         if self.routes is not None and (self.matched or self.not_matched):
             raise ValueError("'routes' is the exact set: drop 'matched'/'not_matched', or drop 'routes'")
         if self.routes is None and not (self.matched or self.not_matched or self.expect):
@@ -91,6 +96,7 @@ class LoadedCase:
     source: str
     body: bytes
     spec: Case
+    previous: tuple[bytes, ...]
     expect: tuple[Expectation, ...]
     answers: dict[str, StepAnswer]
 
@@ -147,7 +153,7 @@ def _validate(data: Any, problems: list[ConfigProblem]) -> CasesFile | None:
     try:
         return CasesFile.model_validate(data)
     except pydantic.ValidationError as exc:
-        known = {alias for model in (CasesFile, Case, ExpectedRequest) for alias in model.model_fields}
+        known = {alias for model in (CasesFile, Case, EarlierPayload, ExpectedRequest) for alias in model.model_fields}
         for error in exc.errors():
             at = ""
             for part in error["loc"]:
@@ -199,12 +205,17 @@ def _load_case(
     answers = {step: sample_answer(value.encode() if isinstance(value, str) else json.dumps(value).encode())
                for step, value in spec.step_responses.items()}
     body = _payload_bytes(spec, at, base_dir, problems)
+    previous = [_payload_bytes(earlier, f"{at}.previous[{index}]", base_dir, problems)
+                for index, earlier in enumerate(spec.previous)]  # fmt: skip
     if body is None or len(problems) > found:
         return None
-    return LoadedCase(spec.name or spec.payload_file or at, source, body, spec, tuple(expectations), answers)
+    earlier = tuple(item for item in previous if item is not None)
+    return LoadedCase(spec.name or spec.payload_file or at, source, body, spec, earlier, tuple(expectations), answers)
 
 
-def _payload_bytes(spec: Case, at: str, base_dir: Path, problems: list[ConfigProblem]) -> bytes | None:
+def _payload_bytes(
+    spec: Case | EarlierPayload, at: str, base_dir: Path, problems: list[ConfigProblem]
+) -> bytes | None:
     if spec.payload_file is None:
         return json.dumps(spec.payload, ensure_ascii=False).encode()
     file = base_dir / spec.payload_file
@@ -234,7 +245,7 @@ def run_cases(config: LoadedConfig, cases: list[LoadedCase]) -> list[CaseResult]
 def run_case(config: LoadedConfig, case: LoadedCase) -> CaseResult:
     """Route the case's payload through the dry run and compare what it shows with what the case expects."""
     try:
-        report = dry_run(config, case.body, case.source, answers=case.answers)
+        report = route_in_turn(config, [*case.previous, case.body], case.source, case.answers).report
     except GatewayError as exc:
         return CaseResult(case.name, (f"cannot route the payload: {config.masker.text(str(exc))}",))
     verdicts = {verdict["route"]: verdict for verdict in report["routes"]}
@@ -279,78 +290,7 @@ def _request_failures(
     sends = [send for send in verdict["sends"] if send["to"] == expectation.destination and "request" in send]
     for number, send in enumerate(sends, start=1):
         label = expectation.key if len(sends) == 1 else f"{expectation.key} (request {number})"
-        yield from (f"{label}: {problem}" for problem in _compare(masker, expectation.request, send["request"]))
-
-
-def _compare(masker: Masker, expected: ExpectedRequest, request: dict[str, Any]) -> Iterator[str]:
-    if expected.method is not None and expected.method.upper() != request["method"]:
-        yield f"method: expected {expected.method.upper()}, got {request['method']}"
-    if expected.url is not None and masker.url(expected.url) != request["url"]:
-        yield f"url: {_differ(masker.url(expected.url), request['url'])}"
-    actual_headers = {name.lower(): value for name, value in request["headers"].items()}
-    for name, value in masker.headers(expected.headers).items():
-        got = actual_headers.get(name.lower())
-        if got != value:
-            yield f"header {name}: " + (f"expected {_show(value)}, got nothing" if got is None else _differ(value, got))
-    if "body" not in expected.model_fields_set and not expected.body_paths:
-        return
-    try:
-        document = json.loads(request["body"])
-    except ValueError:
-        if "body" in expected.model_fields_set and isinstance(expected.body, str):
-            if masker.text(expected.body) != request["body"]:
-                yield f"body: {_differ(masker.text(expected.body), request['body'])}"
-            return
-        yield f"body: expected JSON, got text {_show(request['body'])}"
-        return
-    if "body" in expected.model_fields_set:
-        yield from _mismatches(masker.value(expected.body), document, "body")
-    for expr, value in expected.body_paths.items():
-        found = compile_path(expr)(document)
-        if not found:
-            yield f"body {expr}: expected {_show(masker.value(value))}, found nothing"
-        else:
-            yield from _mismatches(masker.value(value), found[0] if len(found) == 1 else found, f"body {expr}")
-
-
-def _mismatches(expected: Any, actual: Any, at: str) -> Iterator[str]:
-    """Where `actual` differs from `expected`: mappings need only the expected keys, lists match item by item."""
-    if isinstance(expected, dict) and isinstance(actual, dict):
-        for key, value in expected.items():
-            if key in actual:
-                yield from _mismatches(value, actual[key], join_path(at, str(key)))
-            else:
-                yield f"{join_path(at, str(key))}: expected {_show(value)}, missing"
-    elif isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
-        for index, (value, item) in enumerate(zip(expected, actual, strict=True)):
-            yield from _mismatches(value, item, join_path(at, index))
-    elif not _same(expected, actual):
-        yield f"{at}: {_differ(expected, actual)}"
-
-
-def _same(expected: Any, actual: Any) -> bool:
-    """JSON equality: 1 equals 1.0, but true is not 1 and "1" is not 1."""
-    if isinstance(expected, bool) or isinstance(actual, bool):
-        return expected is actual
-    numbers = (int, float)
-    if isinstance(expected, numbers) and isinstance(actual, numbers):
-        return bool(expected == actual)
-    return type(expected) is type(actual) and bool(expected == actual)
-
-
-def _show(value: Any) -> str:
-    return clip(json.dumps(value, ensure_ascii=False))
-
-
-def _differ(expected: Any, actual: Any) -> str:
-    """`expected X, got Y`; long texts are shown from a little before where they first differ."""
-    if isinstance(expected, str) and isinstance(actual, str):
-        start = len(os.path.commonprefix([expected, actual]))
-        skip = max(0, start - _CONTEXT_CHARS)
-        if skip and max(len(expected), len(actual)) > SHOWN_CHARS:
-            where = f" (they differ from character {start + 1})"
-            return f"expected ...{_show(expected[skip:])}, got ...{_show(actual[skip:])}{where}"
-    return f"expected {_show(expected)}, got {_show(actual)}"
+        yield from (f"{label}: {problem}" for problem in compare_request(masker, expectation.request, send["request"]))
 
 
 def _names(names: list[str]) -> str:

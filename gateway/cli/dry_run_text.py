@@ -15,13 +15,24 @@ def format_text(report: dict[str, Any]) -> str:
         lines.append("this is a validation request (no 'rule'): answered 200, nothing routed")
         return "\n".join(lines)
     lines.append(f"rule.type: {report['rule_type']}")
+    conversation = report.get("conversation")
+    if conversation is not None:
+        lines += _conversation(conversation)
     if not report["routes"]:
         lines.append("no route listens to this source")
     for route in report["routes"]:
+        once = route.get("once_per") or {}
         if not route["matched"]:
-            lines.append(f"✗ {route['route']}: {route['failed']}")
+            key = f" (key {once['key']!r})" if once.get("suppressed") else ""
+            lines.append(f"✗ {route['route']}: {route['failed']}{key}")
             continue
-        lines.append(f"✓ {route['route']}: matched")
+        if "key_error" in once:
+            lines.append(f"✓ {route['route']}: matched; not limited by once_per, its key cannot render: "
+                         f"{once['key_error']}")  # fmt: skip
+        elif once:
+            lines.append(f"✓ {route['route']}: matched; once_per holds key {once['key']!r} until {once['until']}")
+        else:
+            lines.append(f"✓ {route['route']}: matched")
         for send in route["sends"]:
             if "waiting_on" in send:
                 step = send["waiting_on"]
@@ -52,6 +63,41 @@ def _summary(routes: list[dict[str, Any]]) -> str:
     line += f"{plural(len(sends) - broken, 'request')} would be sent"
     line += f" ({waiting} once an earlier step answers)" if waiting else ""
     return line + (f", {broken} cannot render (a dead letter at ingest)" if broken else "")
+
+
+def _conversation(conversation: dict[str, Any]) -> list[str]:
+    if conversation["id"] is None:
+        return ["conversation: none in this payload (no changes, nothing remembered)"]
+    before = conversation["before"]
+    if not conversation["read"]:
+        seen = "state not read (--no-state): taken as new to the gateway"
+    elif before is None:
+        seen = "new to the gateway"
+    else:
+        seen = f"known: {_state(before)}"
+    lines = [f"conversation {conversation['id']}: {seen}"]
+    changes = conversation["changes"]
+    if changes is not None:
+        people = [f"{word} {_people(changes[f'assignees_{word}'])}" for word in ("added", "removed")]
+        lines.append(
+            f"changes: labels added {_names(changes['labels_added'])}, removed {_names(changes['labels_removed'])}; "
+            f"assignees {', '.join(people)}; first_seen {str(changes['first_seen']).lower()}"
+        )
+    if conversation["after"] is not None:
+        lines.append(f"this event would leave it: {_state(conversation['after'])}")
+    return lines
+
+
+def _state(state: dict[str, Any]) -> str:
+    return f"labels {_names(state['labels'])}; assignees {_people(state['assignees'])}"
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names) or "none"
+
+
+def _people(people: list[dict[str, Any]]) -> str:
+    return _names([person["name"] or person["email"] or person["id"] for person in people])
 
 
 def _pretty(body: str) -> str:

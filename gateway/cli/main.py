@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import ConfigError, GatewayError
+from gateway.model import StateKeys, StateSnapshot
 from gateway.ops.logs import LOG_FORMATS, LOG_LEVELS, SECRETS, remember_secrets, setup_logging
 from gateway.routing.compiled import LoadedConfig, load_config
 
@@ -76,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("payload", type=Path, nargs="?", help="a JSON payload file, as Missive would POST it")
     test.add_argument("--cases", type=Path, help="run the rule tests in this cases file instead; exit 1 if any fails")
     test.add_argument("--source", help="source the payload arrives on (needed with several sources)")
+    test.add_argument(
+        "--no-state", action="store_true",
+        help="route as if the store knew nothing (conversations new, no once_per window running)",
+    )
     test.add_argument("--json", action="store_true", help="print one JSON object")
     test.add_argument(
         "--step-response", action="append", default=[], metavar="ID=FILE",
@@ -124,7 +129,7 @@ def _print_problems(exc: ConfigError, what: str) -> None:
 
 def _test(args: argparse.Namespace) -> int:
     from gateway.cli.dry_run_text import format_text
-    from gateway.routing.dry_run import dry_run
+    from gateway.routing.dry_run import dry_run, needed_state
 
     if (args.payload is None) == (args.cases is None):
         raise GatewayError("give either a PAYLOAD file or --cases CASES.yaml")
@@ -136,7 +141,10 @@ def _test(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise GatewayError(f"cannot read {args.payload}: {exc.strerror}") from None
     remember_secrets(loaded)  # the report is masked already; this also hides credentials known from the config
-    report = SECRETS.mask_value(dry_run(loaded, body, args.source, answers=_step_responses(args.step_response)))
+    keys = None if args.no_state else needed_state(loaded, body, args.source)
+    seen = asyncio.run(_state_now(loaded, keys)) if keys is not None else None
+    answers = _step_responses(args.step_response)
+    report = SECRETS.mask_value(dry_run(loaded, body, args.source, answers=answers, seen=seen))
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_text(report))
     return 0
 
@@ -155,6 +163,22 @@ def _step_responses(given: list[str]) -> dict[str, StepAnswer]:
         except OSError as exc:
             raise GatewayError(f"cannot read {file}: {exc.strerror}") from None
     return answers
+
+
+async def _state_now(loaded: LoadedConfig, keys: StateKeys) -> StateSnapshot:
+    """The state a dry run routes on, as the store has it now (nothing, before the store's first start)."""
+    from gateway.clock import SystemClock
+    from gateway.delivery.dead_letters import opened_store
+    from gateway.errors import StoreUnavailable
+
+    storage = loaded.config.storage
+    if storage.backend == "sqlite" and not (loaded.file.parent / storage.path).exists():
+        return StateSnapshot()
+    try:
+        async with opened_store(loaded) as store:
+            return await store.read_state(keys, SystemClock().now_ms())
+    except StoreUnavailable as exc:
+        raise GatewayError(f"{exc}; add --no-state to route without the store's state") from None
 
 
 def _test_cases(args: argparse.Namespace, loaded: LoadedConfig) -> int:

@@ -330,6 +330,19 @@ class SendConfig(Model):
         return self
 
 
+class OncePerConfig(Model):
+    key: str = Field(
+        "{{ conversation.id }}", description="What is limited: a template rendered for each matching event."
+    )
+    window: Duration = Field(description="After a match, the route does not match again for the same key this long.")
+
+    @model_validator(mode="after")
+    def _window_runs(self) -> OncePerConfig:
+        if self.window <= 0:
+            raise ValueError("window must be longer than 0, e.g. window: 30m")
+        return self
+
+
 class RouteConfig(Model):
     name: str = Field(description="Unique name, used in logs, metrics and replay filters.")
     source: str | None = Field(None, description="Source whose events this route sees; optional with one source.")
@@ -337,6 +350,9 @@ class RouteConfig(Model):
     send: list[SendConfig] = Field(min_length=1, description="Requests to make when the route matches.")
     continue_: bool = Field(
         True, alias="continue", description="true: later routes are evaluated too; false: stop at this route."
+    )
+    once_per: OncePerConfig | None = Field(
+        None, description="Match at most once per key per window, e.g. {key: '{{ conversation.id }}', window: 30m}."
     )
 
 

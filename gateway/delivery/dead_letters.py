@@ -23,7 +23,16 @@ from gateway.model import Attempt, Delivery, DeliveryFilter, DeliveryStatus, Ren
 from gateway.routing.chain import snapshot_index
 from gateway.routing.compiled import LoadedConfig
 from gateway.routing.payload import parse_payload
-from gateway.routing.plan import IDEMPOTENCY_HEADER, PlannedSend, RouteVerdict, event_context, plan, render_chained
+from gateway.routing.plan import (
+    IDEMPOTENCY_HEADER,
+    PlannedSend,
+    PlanState,
+    RouteVerdict,
+    event_context,
+    plan,
+    render_chained,
+    stored_changes,
+)
 from gateway.store.base import Store
 from gateway.store.factory import make_store
 
@@ -211,7 +220,11 @@ class _Rerenderer:
         except PayloadError as exc:
             return f"its event cannot be parsed: {exc}"
         routes = self._loaded.routes_for(event.source)  # rendered off the event loop, as ingest does
-        verdicts = await asyncio.to_thread(plan, routes, payload, event.body, event_context(event), explain=True)
+        # On the `changes` its routes saw when it came; once_per does not hold a replay back.
+        changes = stored_changes(event)
+        state = PlanState(changes) if changes is not None else None
+        verdicts = await asyncio.to_thread(plan, routes, payload, event.body, event_context(event), explain=True,
+                                           state=state)  # fmt: skip
         return _Routed({verdict.route: verdict for verdict in verdicts}, payload, event)
 
 
@@ -315,6 +328,7 @@ def event_document(event: StoredEvent, deliveries: list[Delivery], masker: Maske
         "source": event.source,
         "received_at_ms": event.received_at_ms,
         "body": body,
+        "changes": masker.value(stored_changes(event)),
         "deliveries": [delivery_document(delivery, masker) for delivery in deliveries],
     }
 

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from gateway.ingest.signature import verify
+from gateway.ingest.stateful import route_and_store
 from gateway.model import IngestResult, NewDelivery, NewEvent, event_facts
 from gateway.routing.compiled import LoadedConfig
 from gateway.routing.payload import is_validation_request, parse_payload
@@ -30,6 +31,7 @@ class Accepted:
     result: IngestResult | None
     routes: tuple[str, ...] = ()
     dead: tuple[str, ...] = ()  # destinations of the deliveries whose template failed: stored as dead letters
+    suppressed: tuple[str, ...] = ()  # routes whose condition held while their once_per window ran
 
 
 async def accept(
@@ -46,12 +48,19 @@ async def accept(
         return Accepted(None)
     event_id = new_id("evt", now_ms)
     event_meta = {"id": event_id, "source": source, "received_at": now_ms / 1000}
-    routes = config.routes_for(source)
-    verdicts = await asyncio.get_running_loop().run_in_executor(_RENDERING, plan, routes, payload, body, event_meta)
-    deliveries = to_deliveries(verdicts, now_ms)
     event = NewEvent(event_id, source, now_ms, body, hashlib.sha256(body).hexdigest(), event_facts(payload))
-    result = await store.ingest(event, deliveries, int(source_config.dedupe_window * 1000))
-    matched = tuple(verdict.route for verdict in verdicts)
+    dedupe_window_ms = int(source_config.dedupe_window * 1000)
+    if config.state_of(source):
+        routed = await route_and_store(config, store, event, payload, event_meta, dedupe_window_ms, _RENDERING)
+        result, verdicts, deliveries = routed.result, routed.verdicts, routed.deliveries
+    else:
+        routes = config.routes_for(source)
+        loop = asyncio.get_running_loop()
+        verdicts = await loop.run_in_executor(_RENDERING, plan, routes, payload, body, event_meta)
+        deliveries = to_deliveries(verdicts, now_ms)
+        result = await store.ingest(event, deliveries, dedupe_window_ms)
+    matched = tuple(verdict.route for verdict in verdicts if verdict.matched)
+    suppressed = tuple(verdict.route for verdict in verdicts if verdict.suppressed_until_ms is not None)
     if result.duplicate:
         log.info(
             "event %s from %s is a duplicate of %s; not routed again", event_id, source, result.event_id,
@@ -59,16 +68,17 @@ async def accept(
         )
         return Accepted(result)
     log.info(
-        "event %s from %s stored: routes %s, %d deliveries", event_id, source, list(matched), len(deliveries),
+        "event %s from %s stored: routes %s, %d deliveries%s", event_id, source, list(matched), len(deliveries),
+        f"; suppressed by once_per: {list(suppressed)}" if suppressed else "",
         extra={
             "event_id": event_id, "source": source, "outcome": "accepted", "routes": list(matched),
-            "deliveries": len(deliveries),
+            "deliveries": len(deliveries), **({"suppressed": list(suppressed)} if suppressed else {}),
         },
     )
     dead = [delivery for delivery in deliveries if delivery.request is None]
     for delivery in dead:
         _log_dead_at_ingest(event_id, delivery)
-    return Accepted(result, matched, tuple(delivery.destination for delivery in dead))
+    return Accepted(result, matched, tuple(delivery.destination for delivery in dead), suppressed)
 
 
 def _log_dead_at_ingest(event_id: str, delivery: NewDelivery) -> None:

@@ -48,6 +48,10 @@ class Metrics:
         self.route_matches = Counter(
             "gateway_route_matches", "Events matched, by route.", ["route"], registry=self.registry
         )
+        self.suppressed = Counter(
+            "gateway_route_suppressed", "Events a route's condition held for while its once_per window ran, by route.",
+            ["route"], registry=self.registry,
+        )
         self.deliveries = Counter(
             "gateway_deliveries", "Deliveries finished, by destination and final outcome (delivered, dead).",
             ["destination", "outcome"], registry=self.registry,
@@ -83,6 +87,8 @@ class Metrics:
                 self.events.labels(source, outcome)
         for route in loaded.routes:
             self.route_matches.labels(route.name)
+            if route.once_per is not None:
+                self.suppressed.labels(route.name)
         for destination in loaded.config.destinations:
             for final in FINAL_OUTCOMES:
                 self.deliveries.labels(destination, final)
@@ -93,6 +99,8 @@ class Metrics:
         self.events.labels(source, outcome).inc()
         for route in accepted.routes:
             self.route_matches.labels(route).inc()
+        for route in accepted.suppressed:
+            self.suppressed.labels(route).inc()
         for destination in accepted.dead:  # a template failed: dead before any attempt
             self.deliveries.labels(destination, DeliveryStatus.DEAD.value).inc()
 

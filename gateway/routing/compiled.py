@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import functools
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.config.credentials import config_credentials
-from gateway.config.schema import GatewayConfig
+from gateway.config.schema import GatewayConfig, RouteConfig
 from gateway.config.validate import read_config
 from gateway.errors import ConfigProblem, plural
 from gateway.mask import Masker
 from gateway.routing.chain import snapshot
 from gateway.routing.conditions import Predicate, compile_condition
-from gateway.routing.sandbox import RenderLimits
+from gateway.routing.conversation import CHANGES, names_used, uses_changes
+from gateway.routing.sandbox import RenderLimits, budget
+from gateway.routing.template_env import ENV, Text, compile_text, render_text
 from gateway.routing.templates import RequestTemplate, compile_request, request_source
 
 
@@ -35,12 +39,37 @@ class CompiledSend:
 
 
 @dataclass(frozen=True)
+class CompiledOncePer:
+    key: Text
+    window_ms: int
+    limits: RenderLimits
+
+    def key_for(self, context: Mapping[str, Any]) -> str:
+        """The key for one event's `template_context`; raises RenderError."""
+        with budget(self.limits):
+            return render_text(self.key, {**ENV.globals, **context})
+
+
+@dataclass(frozen=True)
 class CompiledRoute:
     name: str
     source: str
     predicate: Predicate | None
     sends: tuple[CompiledSend, ...]
     stop: bool
+    uses_changes: bool = False
+    once_per: CompiledOncePer | None = None
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """What a source's routes need from the store: its conversations' state, once_per windows (or nothing)."""
+
+    conversations: bool
+    windows: bool
+
+    def __bool__(self) -> bool:
+        return self.conversations or self.windows
 
 
 @dataclass(frozen=True)
@@ -76,6 +105,16 @@ class LoadedConfig:
     def routes_for(self, source: str) -> list[CompiledRoute]:
         """The routes that see `source`'s events, in order (grouped once: ingest asks on every request)."""
         return self._routes_by_source.get(source, [])
+
+    def state_of(self, source: str) -> SourceState:
+        return self._state_by_source.get(source, SourceState(False, False))
+
+    @functools.cached_property
+    def _state_by_source(self) -> dict[str, SourceState]:
+        return {
+            source: SourceState(any(route.uses_changes for route in routes), any(route.once_per for route in routes))
+            for source, routes in self._routes_by_source.items()
+        }
 
     @functools.cached_property
     def _routes_by_source(self) -> dict[str, list[CompiledRoute]]:
@@ -116,5 +155,22 @@ def _compile_routes(config: GatewayConfig, base_dir: Path, problems: list[Config
                 chained = snapshot(source, send_index, limits)
             sends.append(CompiledSend(send.to, template, destination.retry.attempts, send.id, send.after, chained))
         source_name = route.source or only_source
-        routes.append(CompiledRoute(route.name, source_name, predicate, tuple(sends), stop=not route.continue_))
+        once_per = _compile_once_per(route, f"{at}.once_per", limits, problems)
+        texts = [send.template.text_source or "" for send in sends]  # template_file bodies among them, as read
+        routes.append(CompiledRoute(route.name, source_name, predicate, tuple(sends), not route.continue_,
+                                    uses_changes(route, texts), once_per))  # fmt: skip
     return tuple(routes)
+
+
+def _compile_once_per(
+    route: RouteConfig, at: str, limits: RenderLimits, problems: list[ConfigProblem]
+) -> CompiledOncePer | None:
+    if route.once_per is None:
+        return None
+    source = route.once_per.key
+    if CHANGES in names_used(source):
+        problems.append(ConfigProblem(f"{at}.key", "the key cannot use 'changes': it is rendered before the "
+                                      "conversation's state is read", hint="key it on the payload, e.g. "
+                                      "'{{ conversation.id }}'"))  # fmt: skip
+    key = compile_text(source, f"{at}.key", problems)
+    return CompiledOncePer(key, round(route.once_per.window * 1000), limits)

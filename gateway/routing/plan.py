@@ -5,16 +5,19 @@ Ingest and the dry run share this code, so what `gateway test` shows is what `se
 
 from __future__ import annotations
 
+import json
 import random
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.errors import RenderError
-from gateway.model import NewDelivery, RenderedRequest, StoredEvent
+from gateway.model import NewDelivery, OnceKey, RenderedRequest, StoredEvent
 from gateway.routing.chain import compiled_snapshot
 from gateway.routing.compiled import CompiledRoute
+from gateway.routing.conversation import CHANGES
 from gateway.routing.payload import payload_view
 from gateway.routing.templates import RequestTemplate, template_context
 
@@ -45,12 +48,24 @@ class PlannedSend:
 
 @dataclass(frozen=True)
 class RouteVerdict:
-    """How one route judged one payload. `failed` explains a miss when explanations were asked for."""
+    """How one route judged one payload. `failed` explains a miss when explanations were asked for; a route whose
+    condition held but whose once_per window runs is not matched, and says until when (always listed)."""
 
     route: str
     matched: bool
     failed: str | None
     sends: tuple[PlannedSend, ...]
+    suppressed_until_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class PlanState:
+    """What routing knows besides the payload, on a source whose routes need it: the `changes` its routes see
+    (None: not kept), each once_per route's key for this event, and the windows running."""
+
+    changes: dict[str, Any] | None = None
+    once_keys: Mapping[str, str] = field(default_factory=dict)
+    running: Mapping[OnceKey, int] = field(default_factory=dict)
 
 
 # Ids need to be unique, not unpredictable: a seeded PRNG costs a fraction of os.urandom per call.
@@ -69,6 +84,7 @@ def plan(
     event: Mapping[str, Any],
     explain: bool = False,
     answers: Mapping[str, Mapping[str, Any]] | None = None,
+    state: PlanState | None = None,
 ) -> list[RouteVerdict]:
     """Judge every route in order, rendering the requests of those that match; `original` is the body `payload`
     was parsed from.
@@ -77,7 +93,10 @@ def plan(
     reported as not matched, with the reason when `explain` is set. Chained requests wait for
     their step, unless `answers` (a dry run's sample answers, as `steps.<id>` shows them) has it.
     """
+    changes = state.changes if state is not None else None
     view = payload_view(payload)
+    if changes is not None and isinstance(view, dict):
+        view = {**view, CHANGES: changes}
     context: dict[str, Any] | None = None
     verdicts: list[RouteVerdict] = []
     stopped_by: str | None = None
@@ -91,12 +110,55 @@ def plan(
             if explain:
                 verdicts.append(RouteVerdict(route.name, False, route.predicate.explain(view), ()))
             continue
+        until_ms = _running_until(route, state)
+        if until_ms is not None:
+            reason = f"suppressed by once_per until {utc_text(until_ms)}"
+            verdicts.append(RouteVerdict(route.name, False, reason, (), suppressed_until_ms=until_ms))
+            continue
         if context is None:
-            context = template_context(payload, event, original)
+            context = template_context(payload, event, original, changes)
         verdicts.append(RouteVerdict(route.name, True, None, tuple(_render(route, context, event, answers or {}))))
         if route.stop:
             stopped_by = route.name
     return verdicts
+
+
+def _running_until(route: CompiledRoute, state: PlanState | None) -> int | None:
+    key = state.once_keys.get(route.name) if state is not None else None
+    return state.running.get((route.name, key)) if state is not None and key is not None else None
+
+
+def once_keys(
+    routes: list[CompiledRoute], payload: Any, original: bytes, event: Mapping[str, Any]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Each once_per route's key for this event, and why a key could not be rendered (that route is not limited)."""
+    keys: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    context = template_context(payload, event, original)
+    for route in routes:
+        if route.once_per is None:
+            continue
+        try:
+            keys[route.name] = route.once_per.key_for(context)
+        except RenderError as exc:
+            errors[route.name] = str(exc)
+    return keys, errors
+
+
+def windows_opened(
+    routes: list[CompiledRoute], verdicts: list[RouteVerdict], keys: Mapping[str, str], now_ms: int
+) -> dict[OnceKey, int]:
+    """The once_per windows the matched routes open, and when each ends."""
+    windows = {route.name: route.once_per.window_ms for route in routes if route.once_per is not None}
+    return {
+        (verdict.route, keys[verdict.route]): now_ms + windows[verdict.route]
+        for verdict in verdicts
+        if verdict.matched and verdict.route in windows and verdict.route in keys
+    }
+
+
+def utc_text(at_ms: int) -> str:
+    return datetime.fromtimestamp(at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _render(
@@ -143,12 +205,18 @@ def event_context(event: StoredEvent) -> dict[str, Any]:
     return {"id": event.id, "source": event.source, "received_at": event.received_at_ms / 1000}
 
 
+def stored_changes(event: StoredEvent) -> dict[str, Any] | None:
+    """The `changes` a stored event's routes saw (None: its source kept no conversations)."""
+    changes: dict[str, Any] | None = json.loads(event.changes) if event.changes is not None else None
+    return changes
+
+
 def render_chained(blob: bytes, route: str, payload: Any, event: StoredEvent, steps: Mapping[str, Any]
                    ) -> RenderedRequest:
     """A chained delivery's request, from its snapshot, its stored event and its steps' answers; raises RenderError."""
     index, template = compiled_snapshot(blob)
     meta = event_context(event)
-    context = {**template_context(payload, meta, event.body), "steps": steps}
+    context = {**template_context(payload, meta, event.body, stored_changes(event)), "steps": steps}
     request, error = _request(template, context, meta, route, index)
     if request is None:
         raise RenderError(error)

@@ -113,14 +113,19 @@ class RequestTemplate:
             return RenderedRequest(self.method, url, headers, body, self._untrusted_host)
 
 
-def template_context(payload: Any, event: Mapping[str, Any], original: bytes) -> dict[str, Any]:
-    """The names templates see: the payload's keys (with `message` aliased), `event` and `payload`; plus the
-    webhook's `original` bytes, which a send without a body form forwards.
+def template_context(
+    payload: Any, event: Mapping[str, Any], original: bytes, changes: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The names templates see: the payload's keys (with `message` aliased), `changes` when its source keeps
+    conversations, `event` and `payload`; plus the webhook's `original` bytes, which a send without a body
+    form forwards.
 
     `event` and `payload` win over payload keys of the same name (`payload.event` still reaches those).
     """
     view = payload_view(payload)
     names = dict(view) if isinstance(view, dict) else {}
+    if changes is not None:
+        names["changes"] = changes
     names["event"] = event
     names["payload"] = payload
     names[ORIGINAL_BODY] = original

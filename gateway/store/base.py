@@ -22,6 +22,9 @@ from gateway.model import (
     NewEvent,
     QueueStats,
     RenderedRequest,
+    StateKeys,
+    StateSnapshot,
+    StateWrite,
     StoredEvent,
 )
 
@@ -43,7 +46,9 @@ class Store(ABC):
         (for /readyz)."""
 
     @abstractmethod
-    async def ingest(self, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int) -> IngestResult:
+    async def ingest(
+        self, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int, state: StateWrite | None = None
+    ) -> IngestResult:
         """Store an event and all its deliveries atomically, unless its body was seen before.
 
         If an event of the same source with the same `dedupe_key` was stored less than
@@ -51,8 +56,15 @@ class Store(ABC):
         names the first event with `duplicate=True, deliveries=0`. Deliveries with a request
         start pending and due at `received_at_ms`; those without one start dead with `error`,
         or, chained ones without an error, held (never claimed until a `finish` releases them).
+        With `state`, the conversation state and once_per windows it writes are stored in the same
+        transaction, but only if `read_state(state.keys, event.received_at_ms)` still equals `state.seen`
+        (version and windows); otherwise nothing is stored and the result says `conflict=True`.
         Returns only after the write is durable. Raises StoreUnavailable when it cannot write.
         """
+
+    @abstractmethod
+    async def read_state(self, keys: StateKeys, now_ms: int) -> StateSnapshot:
+        """The conversation state and the once_per windows still running at `now_ms` of `keys`."""
 
     @abstractmethod
     async def claim(self, capacity: Mapping[str, int], now_ms: int, lease_ms: int) -> list[Delivery]:
@@ -113,7 +125,8 @@ class Store(ABC):
     @abstractmethod
     async def prune(self, before_ms: int) -> int:
         """Delete delivered deliveries, their attempts and events older than `before_ms` whose
-        deliveries are all delivered; dead letters stay. Returns the number of events deleted."""
+        deliveries are all delivered; dead letters stay. Forget conversations last seen and once_per
+        windows ended before `before_ms`. Returns the number of events deleted."""
 
     @abstractmethod
     async def stats(self) -> QueueStats:

@@ -14,6 +14,9 @@ the write or none of it. Keys (all under a prefix, default `gw:`):
     destinations                set of every destination that ever had a pending delivery
     created, status:<status>    zsets of delivery ids by created_at_ms, for listing
     dedupe:<source>:<key>       "<received_at_ms>:<event id>" of the last stored event with that body
+    conversation:<source>:<id>  hash: version (writes so far), last_seen_ms, state (labels and assignees, JSON)
+    conversations               zset of those `<source>:<id>` by last_seen_ms (pruned by age)
+    once:<route>:<key>          the end (ms) of a once_per window, expiring with it
 
 and the indexes of the console's overview, described in `gateway.store.redis_activity`.
 
@@ -57,6 +60,9 @@ from gateway.model import (
     NewEvent,
     QueueStats,
     RenderedRequest,
+    StateKeys,
+    StateSnapshot,
+    StateWrite,
     StoredEvent,
 )
 from gateway.store import redis_scripts as lua
@@ -67,10 +73,13 @@ from gateway.store.redis_records import (
     counted,
     matches,
     new_delivery_fields,
+    pair_key,
     pairs,
     read_delivery,
     release_fields,
     request_fields,
+    snapshot,
+    state_arguments,
 )
 
 log = logging.getLogger("gateway.store")
@@ -80,6 +89,7 @@ TIMEOUT_S = 5.0
 MAX_CONNECTIONS = 32
 _PRUNE_CHUNK = 500
 _LIST_PAGE = 200
+_DUPLICATE, _CONFLICT = 1, 2  # what INGEST answers, besides 0: stored
 
 @contextlib.contextmanager
 def redis_errors(doing: str) -> Iterator[None]:
@@ -177,19 +187,36 @@ class RedisStore(Store):
             await client.set(self._key("ping"), "1")
         await self.next_due_ms()  # what the worker reads
 
-    async def ingest(self, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int) -> IngestResult:
+    async def ingest(
+        self, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int, state: StateWrite | None = None
+    ) -> IngestResult:
         event_fields = {
             "id": event.id, "source": event.source, "received_at_ms": event.received_at_ms, "body": event.body,
             "dedupe_key": event.dedupe_key, **fact_fields(event.facts),
         }  # fmt: skip
-        args: list[Any] = [self.prefix, dedupe_window_ms, *counted(event_fields)]
+        if event.changes is not None:
+            event_fields["changes"] = event.changes
+        written = state_arguments(state)
+        args: list[Any] = [self.prefix, dedupe_window_ms, len(written), *written, *counted(event_fields)]
         for new in deliveries:
             args += counted(new_delivery_fields(event, new))
         async with self._call("store the event") as (_, scripts):
-            duplicate, event_id = await scripts.ingest(args=args)
-        if duplicate:
+            outcome, event_id = await scripts.ingest(args=args)
+        if outcome == _DUPLICATE:
             return IngestResult(event_id=event_id.decode(), deliveries=0, duplicate=True)
+        if outcome == _CONFLICT:
+            return IngestResult(event_id=event.id, deliveries=0, conflict=True)
         return IngestResult(event_id=event.id, deliveries=len(deliveries))
+
+    async def read_state(self, keys: StateKeys, now_ms: int) -> StateSnapshot:
+        async with self._call("read") as (client, _), client.pipeline(transaction=False) as pipe:
+            if keys.conversation is not None:
+                pipe.hmget(self._key("conversation", pair_key(keys.conversation)), "version", "last_seen_ms",
+                           "state")  # fmt: skip
+            for once in keys.once:
+                pipe.get(self._key("once", pair_key(once)))
+            replies = await pipe.execute()
+        return snapshot(keys, replies, now_ms)
 
     async def claim(self, capacity: Mapping[str, int], now_ms: int, lease_ms: int) -> list[Delivery]:
         wanted = [item for destination, limit in capacity.items() if limit > 0 for item in (destination, limit)]
@@ -221,8 +248,9 @@ class RedisStore(Store):
             fields = cast(dict[bytes, bytes], await client.hgetall(self._key("event", event_id)))
         if not fields:
             return None
+        changes = fields.get(b"changes")
         return StoredEvent(fields[b"id"].decode(), fields[b"source"].decode(), int(fields[b"received_at_ms"]),
-                           fields[b"body"])  # fmt: skip
+                           fields[b"body"], changes.decode() if changes is not None else None)  # fmt: skip
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         found = await self._load([delivery_id])
@@ -266,9 +294,9 @@ class RedisStore(Store):
         events = 0
         while True:
             async with self._call("prune") as (_, scripts):
-                deliveries, chunk_events = await scripts.prune(args=[self.prefix, before_ms, _PRUNE_CHUNK])
-            events += chunk_events
-            if deliveries < _PRUNE_CHUNK and chunk_events < _PRUNE_CHUNK:
+                counts = await scripts.prune(args=[self.prefix, before_ms, _PRUNE_CHUNK])
+            events += counts[1]
+            if max(counts) < _PRUNE_CHUNK:
                 return int(events)
 
     async def stats(self) -> QueueStats:

@@ -6,7 +6,19 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gateway.model import Delivery, DeliveryFilter, DeliveryStatus, NewDelivery, NewEvent, Release, RenderedRequest
+from gateway.model import (
+    ConversationState,
+    Delivery,
+    DeliveryFilter,
+    DeliveryStatus,
+    NewDelivery,
+    NewEvent,
+    Release,
+    RenderedRequest,
+    StateKeys,
+    StateSnapshot,
+    StateWrite,
+)
 
 
 def counted(fields: Mapping[str, Any]) -> list[Any]:
@@ -96,3 +108,36 @@ def matches(delivery: Delivery, where: DeliveryFilter) -> bool:
     if where.ids is not None and delivery.id not in where.ids:
         return False
     return where.since_ms is None or delivery.created_at_ms >= where.since_ms
+
+
+def pair_key(pair: tuple[str, str]) -> str:
+    """`<source>:<conversation id>` or `<route>:<once_per key>`, as keys and the conversations zset name them."""
+    return f"{pair[0]}:{pair[1]}"
+
+
+def state_arguments(state: StateWrite | None) -> list[Any]:
+    """INGEST's state arguments (none without a state to write)."""
+    if state is None:
+        return []
+    keys, new = state.keys, state.conversation
+    args: list[Any] = [
+        pair_key(keys.conversation) if keys.conversation else "", state.seen.version,
+        new.to_json() if new is not None else "", new.last_seen_ms if new is not None else "",
+    ]  # fmt: skip
+    for once in keys.once:
+        running, opened = state.seen.once_until_ms.get(once), state.once_until_ms.get(once)
+        args += [pair_key(once), "" if running is None else running, "" if opened is None else opened]
+    return args
+
+
+def snapshot(keys: StateKeys, replies: list[Any], now_ms: int) -> StateSnapshot:
+    """The state from read_state's pipeline: the conversation's HMGET (when asked), then each window's GET."""
+    conversation, version = None, 0
+    if keys.conversation is not None:
+        (stored_version, last_seen_ms, state), *replies = replies
+        if stored_version is not None:
+            version = int(stored_version)
+            conversation = ConversationState.from_json(state, int(last_seen_ms))
+    running = {once: int(until) for once, until in zip(keys.once, replies, strict=True)
+               if until is not None and int(until) > now_ms}  # fmt: skip
+    return StateSnapshot(conversation, version, running)

@@ -3,8 +3,11 @@
 Key layout and semantics are described in `gateway.store.redis`.
 """
 
+# ARGV: prefix, dedupe window, n and n state arguments (none: 0), the event record, the delivery records.
+# State: conversation member ('' for none), its version when routed, its new state ('': unchanged), when seen,
+# then per once_per window: `<route>:<key>`, its end when routed ('': none running), its new end ('': none).
 INGEST = """
-local P, window = ARGV[1], tonumber(ARGV[2])
+local P, window, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local function record(i)  -- ARGV[i] = n, then n field/value pairs: returns them and a table of them
   local flat, fields = {}, {}
   for j = 1, 2 * tonumber(ARGV[i]), 2 do
@@ -13,7 +16,7 @@ local function record(i)  -- ARGV[i] = n, then n field/value pairs: returns them
   end
   return flat, fields, i + #flat + 1
 end
-local event_flat, event, i = record(3)
+local event_flat, event, i = record(4 + n)
 local seen_key = P .. 'dedupe:' .. event.source .. ':' .. event.dedupe_key
 local received = tonumber(event.received_at_ms)
 if window > 0 then
@@ -21,6 +24,19 @@ if window > 0 then
   if seen then
     local at, first = string.match(seen, '^(%-?%d+):(.*)$')
     if received - tonumber(at) < window then return {1, first} end
+  end
+end
+local conversation, version, windows = ARGV[4], tonumber(ARGV[5]), {}
+if n > 0 then  -- routed on a state that must still hold
+  if conversation ~= '' then
+    local now = redis.call('HGET', P .. 'conversation:' .. conversation, 'version')
+    if tonumber(now or '0') ~= version then return {2, ''} end
+  end
+  for j = 8, 3 + n, 3 do
+    local running = redis.call('GET', P .. 'once:' .. ARGV[j])
+    if not running or tonumber(running) <= received then running = '' end
+    if running ~= ARGV[j + 1] then return {2, ''} end
+    if ARGV[j + 2] ~= '' then windows[#windows + 1] = {ARGV[j], ARGV[j + 2]} end
   end
 end
 if redis.call('EXISTS', P .. 'event:' .. event.id) == 1 then
@@ -60,6 +76,14 @@ for _, delivery in ipairs(deliveries) do
   end
 end
 if window > 0 then redis.call('SET', seen_key, event.received_at_ms .. ':' .. event.id, 'PX', window) end
+if n > 0 and conversation ~= '' and ARGV[6] ~= '' then
+  redis.call('HSET', P .. 'conversation:' .. conversation, 'version', version + 1, 'last_seen_ms', ARGV[7],
+             'state', ARGV[6])
+  redis.call('ZADD', P .. 'conversations', ARGV[7], conversation)
+end
+for _, running in ipairs(windows) do
+  redis.call('SET', P .. 'once:' .. running[1], running[2], 'PX', tonumber(running[2]) - received)
+end
 return {0, event.id}
 """
 
@@ -199,7 +223,12 @@ for _, id in ipairs(bare) do
   redis.call('ZREM', P .. 'events', id)
   redis.call('ZREM', P .. 'bare', id)
 end
-return {#delivered, #bare}
+local forgotten = redis.call('ZRANGEBYSCORE', P .. 'conversations', '-inf', before, 'LIMIT', 0, chunk)
+for _, member in ipairs(forgotten) do
+  redis.call('DEL', P .. 'conversation:' .. member)
+  redis.call('ZREM', P .. 'conversations', member)
+end
+return {#delivered, #bare, #forgotten}
 """
 
 STATS = """

@@ -31,6 +31,9 @@ from gateway.model import (
     NewEvent,
     QueueStats,
     RenderedRequest,
+    StateKeys,
+    StateSnapshot,
+    StateWrite,
     StoredEvent,
 )
 from gateway.store.base import Store
@@ -38,6 +41,7 @@ from gateway.store.sqlite_activity import read_activity
 from gateway.store.sqlite_events import find_events
 from gateway.store.sqlite_file import QUICK_CHECK_BUDGET_S, DamagedFile
 from gateway.store.sqlite_schema import connect, open_writer_connection
+from gateway.store.sqlite_state import prune_state, read_state, still_as_seen, write_state
 from gateway.store.writer import GroupCommitWriter
 
 _PING_TIMEOUT_S = 5.0
@@ -52,8 +56,8 @@ _FIND_DUPLICATE = (
     "SELECT id FROM events WHERE source = ? AND dedupe_key = ? AND received_at_ms > ? ORDER BY received_at_ms LIMIT 1"
 )
 _INSERT_EVENT = (
-    "INSERT INTO events (id, source, dedupe_key, received_at_ms, body, conversation_id, subject, sender, rule_type) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (id, source, dedupe_key, received_at_ms, body, conversation_id, subject, sender, rule_type, "
+    "changes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_DELIVERY = f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES ({', '.join('?' * 21)})"
 _SELECT_DUE = (
@@ -138,8 +142,13 @@ class SqliteStore(Store):
         except TimeoutError as exc:
             raise StoreUnavailable(f"SQLite store {self._path} did not answer within {_PING_TIMEOUT_S:g}s") from exc
 
-    async def ingest(self, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int) -> IngestResult:
-        return await self._write(_ingest, event, deliveries, dedupe_window_ms)
+    async def ingest(
+        self, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int, state: StateWrite | None = None
+    ) -> IngestResult:
+        return await self._write(_ingest, event, deliveries, dedupe_window_ms, state)
+
+    async def read_state(self, keys: StateKeys, now_ms: int) -> StateSnapshot:
+        return await self._read(read_state, keys, now_ms)
 
     async def claim(self, capacity: Mapping[str, int], now_ms: int, lease_ms: int) -> list[Delivery]:
         return await self._write(_claim, capacity, now_ms, lease_ms)
@@ -177,7 +186,10 @@ class SqliteStore(Store):
             chunk_deliveries, chunk_events = await self._write(_prune_chunk, before_ms)
             events += chunk_events
             if chunk_deliveries < _PRUNE_CHUNK and chunk_events < _PRUNE_CHUNK:
-                return events
+                break
+        while await self._write(prune_state, before_ms, _PRUNE_CHUNK) >= _PRUNE_CHUNK:
+            pass
+        return events
 
     async def stats(self) -> QueueStats:
         return await self._read(_stats)
@@ -213,18 +225,23 @@ def _touch(conn: sqlite3.Connection) -> None:
 
 
 def _ingest(
-    conn: sqlite3.Connection, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int
-) -> IngestResult:
+    conn: sqlite3.Connection, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int,
+    state: StateWrite | None,
+) -> IngestResult:  # fmt: skip
     if dedupe_window_ms > 0:
         since_ms = event.received_at_ms - dedupe_window_ms
         first = conn.execute(_FIND_DUPLICATE, (event.source, event.dedupe_key, since_ms)).fetchall()
         if first:
             return IngestResult(event_id=first[0][0], deliveries=0, duplicate=True)
+    if state is not None and not still_as_seen(conn, state, event.received_at_ms):
+        return IngestResult(event_id=event.id, deliveries=0, conflict=True)
     at_ms = event.received_at_ms
     facts = event.facts
     conn.execute(_INSERT_EVENT, (event.id, event.source, event.dedupe_key, at_ms, event.body, facts.conversation_id,
-                                 facts.subject, facts.sender, facts.rule_type))  # fmt: skip
+                                 facts.subject, facts.sender, facts.rule_type, event.changes))  # fmt: skip
     conn.executemany(_INSERT_DELIVERY, [_delivery_row(event.id, at_ms, delivery) for delivery in deliveries])
+    if state is not None:
+        write_state(conn, state)
     return IngestResult(event_id=event.id, deliveries=len(deliveries))
 
 
@@ -306,7 +323,9 @@ def _next_due_ms(conn: sqlite3.Connection) -> int | None:
 
 
 def _get_event(conn: sqlite3.Connection, event_id: str) -> StoredEvent | None:
-    rows = conn.execute("SELECT id, source, received_at_ms, body FROM events WHERE id = ?", (event_id,)).fetchall()
+    rows = conn.execute(
+        "SELECT id, source, received_at_ms, body, changes FROM events WHERE id = ?", (event_id,)
+    ).fetchall()
     return StoredEvent(*rows[0]) if rows else None
 
 

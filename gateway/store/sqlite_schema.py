@@ -13,7 +13,7 @@ from pathlib import Path
 from gateway.model import event_facts
 from gateway.store.sqlite_file import QUICK_CHECK_BUDGET_S, check_integrity, create_private
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _BACKFILL_CHUNK = 1000
 _BUSY_TIMEOUT_S = 5.0
 
@@ -92,6 +92,27 @@ ALTER TABLE deliveries ADD COLUMN template BLOB;
 ALTER TABLE deliveries ADD COLUMN steps BLOB;
 """
 
+# Version 5: conversation state and once_per windows, and the `changes` each event's routes saw.
+_STATE = """
+ALTER TABLE events ADD COLUMN changes TEXT;
+CREATE TABLE IF NOT EXISTS conversations (
+    source TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (source, conversation_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS conversations_seen ON conversations (last_seen_ms);
+CREATE TABLE IF NOT EXISTS once_per (
+    route TEXT NOT NULL,
+    key TEXT NOT NULL,
+    until_ms INTEGER NOT NULL,
+    PRIMARY KEY (route, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS once_per_until ON once_per (until_ms);
+"""
+
 
 def connect(path: Path, read_only: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
@@ -132,29 +153,39 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise sqlite3.DatabaseError(f"schema version {version} is newer than this gateway knows ({SCHEMA_VERSION})")
     if version is None:
         conn.executescript(V1_SCHEMA)
-    if version is None or version < 2:
+    for target, step in ((2, _to_lookup), (3, _to_chains), (4, _to_untrusted_hosts), (5, _to_state)):
+        if version is not None and version >= target:
+            continue
         conn.execute("BEGIN IMMEDIATE")
-        if _version(conn) == 1:  # asked again inside the transaction: another process may have migrated meanwhile
-            for statement in _LOOKUP.split(";")[:-1]:  # not executescript: it would commit first
-                conn.execute(statement)
-            _backfill_facts(conn)
-            for statement in _LOOKUP_INDEXES.split(";")[:-1]:
-                conn.execute(statement)
-            conn.execute("UPDATE schema_version SET version = 2")
+        if _version(conn) == target - 1:  # asked again inside the transaction: another process may have migrated
+            step(conn)
+            conn.execute("UPDATE schema_version SET version = ?", (target,))
         conn.execute("COMMIT")
-    if version is None or version < 3:
-        conn.execute("BEGIN IMMEDIATE")
-        if _version(conn) == 2:
-            for statement in _CHAINS.split(";")[:-1]:
-                conn.execute(statement)
-            conn.execute("UPDATE schema_version SET version = 3")
-        conn.execute("COMMIT")
-    if version is None or version < 4:
-        conn.execute("BEGIN IMMEDIATE")
-        if _version(conn) == 3:  # version 4: whether a delivery's URL took its host from a template (NULL: no)
-            conn.execute("ALTER TABLE deliveries ADD COLUMN untrusted_host INTEGER")
-            conn.execute("UPDATE schema_version SET version = 4")
-        conn.execute("COMMIT")
+
+
+def _run(conn: sqlite3.Connection, script: str) -> None:
+    """The statements of `script` inside the open transaction (executescript would commit first)."""
+    for statement in script.split(";")[:-1]:
+        conn.execute(statement)
+
+
+def _to_lookup(conn: sqlite3.Connection) -> None:
+    _run(conn, _LOOKUP)
+    _backfill_facts(conn)
+    _run(conn, _LOOKUP_INDEXES)
+
+
+def _to_chains(conn: sqlite3.Connection) -> None:
+    _run(conn, _CHAINS)
+
+
+def _to_untrusted_hosts(conn: sqlite3.Connection) -> None:
+    """Whether a delivery's URL took its host from a template (NULL: no)."""
+    conn.execute("ALTER TABLE deliveries ADD COLUMN untrusted_host INTEGER")
+
+
+def _to_state(conn: sqlite3.Connection) -> None:
+    _run(conn, _STATE)
 
 
 def _backfill_facts(conn: sqlite3.Connection) -> None:

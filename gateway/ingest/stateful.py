@@ -1,0 +1,60 @@
+"""Routing on state: for a source whose routes read `changes` or have once_per.
+
+Read the conversation's state and the once_per windows, route on them (off the event loop), and store the
+event with the new state only if nothing changed meanwhile; if something did (another event of the same
+conversation, on this replica or another), read and route again. So of two events of one conversation
+arriving together, one is routed on the state the other left, and a duplicate changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
+
+from gateway.errors import StoreUnavailable
+from gateway.model import IngestResult, NewDelivery, NewEvent, StateKeys, StateWrite
+from gateway.routing.compiled import LoadedConfig
+from gateway.routing.conversation import changes_of, conversation_facts, next_state
+from gateway.routing.plan import PlanState, RouteVerdict, once_keys, plan, to_deliveries, windows_opened
+from gateway.store.base import Store
+
+MAX_ROUNDS = 20
+
+
+@dataclass(frozen=True)
+class Routed:
+    result: IngestResult
+    verdicts: list[RouteVerdict]
+    deliveries: list[NewDelivery]
+
+
+async def route_and_store(
+    config: LoadedConfig, store: Store, event: NewEvent, payload: Any, meta: dict[str, Any],
+    dedupe_window_ms: int, executor: Executor,
+) -> Routed:  # fmt: skip
+    loop = asyncio.get_running_loop()
+    routes = config.routes_for(event.source)
+    facts = conversation_facts(payload)
+    keys, _ = await loop.run_in_executor(executor, once_keys, routes, payload, event.body, meta)
+    tracked = config.state_of(event.source).conversations and facts.id is not None
+    state_keys = StateKeys((event.source, facts.id) if tracked and facts.id else None, tuple(keys.items()))
+    now_ms = event.received_at_ms
+    for _ in range(MAX_ROUNDS):
+        seen = await store.read_state(state_keys, now_ms)
+        changes = changes_of(seen.conversation, facts) if config.state_of(event.source).conversations else None
+        state = PlanState(changes, keys, seen.once_until_ms)
+        verdicts = await loop.run_in_executor(executor, partial(plan, routes, payload, event.body, meta, state=state))
+        deliveries = to_deliveries(verdicts, now_ms)
+        conversation = next_state(seen.conversation, facts, now_ms) if state_keys.conversation else None
+        write = StateWrite(state_keys, seen, conversation, windows_opened(routes, verdicts, keys, now_ms))
+        kept = replace(event, changes=json.dumps(changes) if changes is not None else None)
+        result = await store.ingest(kept, deliveries, dedupe_window_ms, write)
+        if not result.conflict:
+            return Routed(result, verdicts, deliveries)
+    raise StoreUnavailable(
+        f"the state of conversation {facts.id} changed {MAX_ROUNDS} times while event {event.id} was routed"
+    )
