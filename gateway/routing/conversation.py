@@ -13,9 +13,8 @@ removed, and the state keeps what it had. An event without a conversation id cha
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from jinja2 import TemplateSyntaxError, meta
@@ -92,20 +91,13 @@ def next_state(before: ConversationState | None, facts: ConversationFacts, now_m
     return ConversationState(labels, people, now_ms)
 
 
-def uses_changes(route: RouteConfig, base_dir: Path) -> bool:
-    """Whether the route's condition or templates read `changes` (then its source's conversations are kept)."""
+def uses_changes(route: RouteConfig, text_bodies: Iterable[str]) -> bool:
+    """Whether the route's condition or templates read `changes` (then its source's conversations are kept);
+    `text_bodies` are its compiled sends' text templates, `template_file` ones included (never read here)."""
     if route.when is not None and any(_MENTIONS_CHANGES.search(path) for path in _paths(route.when)):
         return True
-    for send in route.send:
-        sources = list(_strings(send.model_dump(exclude={"template_file"})))
-        if send.template_file is not None:
-            try:
-                sources.append((base_dir / send.template_file).read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError):
-                pass  # reported when the send is compiled
-        if any(CHANGES in names_used(source) for source in sources):
-            return True
-    return False
+    written = (text for send in route.send for text in _strings(send.model_dump(exclude={"template_file"})))
+    return any(CHANGES in names_used(source) for source in (*written, *text_bodies))
 
 
 def names_used(source: str) -> set[str]:

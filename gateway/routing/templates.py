@@ -93,6 +93,11 @@ class RequestTemplate:
         """True when the body is the webhook as received (the send has no body form)."""
         return isinstance(self._body, OriginalBody)
 
+    @property
+    def text_source(self) -> str | None:
+        """The template of a `template` or `template_file` body, as written (None for other bodies)."""
+        return self._body.source if isinstance(self._body, TextBody) else None
+
     def render(self, context: Mapping[str, Any]) -> RenderedRequest:
         """The request for one payload's `template_context`, within the render limits; raises RenderError naming
         the failing place."""
