@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.clock import FakeClock
 from gateway.delivery.dead_letters import ReplayOutcome, replay
+from gateway.delivery.send import make_session
+from gateway.delivery.worker import Worker
 from gateway.ingest.signature import sign
 from gateway.model import DeliveryFilter, StateKeys
 from gateway.ops.config_holder import ConfigHolder
@@ -22,6 +24,7 @@ from gateway.routing.compiled import load_config
 from gateway.web.app import create_app
 from gateway.web.keys import STORE
 from tests.conftest import FIXTURE_SECRET, fixture_bytes
+from tests.fakes import FakeApi, json_reply
 
 Client = TestClient[web.Request, web.Application]
 Start = Callable[..., Awaitable[Client]]
@@ -232,3 +235,27 @@ async def test_replay_rerenders_on_the_changes_the_event_saw(
     again = await client.app[STORE].get_delivery(dead.id)
     assert again is not None and again.request is not None
     assert json.loads(again.request.body) == {"text": "Urgent: Invoice 2024-0611 charged twice (added Urgent)"}
+
+
+async def test_a_chained_request_sees_the_changes_its_event_saw(storage: str, write_config: Callable[[str, str], Path]
+                                                                ) -> None:  # fmt: skip
+    async with FakeApi({"/contacts": [json_reply(201, {"id": "51"})], "/notes": [json_reply(201, {})]}) as crm:
+        routes = f"""\
+routes:
+  - name: urgent-added
+    when: {{path: "$.changes.labels_added[*]", equals: Urgent}}
+    send:
+      - {{to: chat, id: contact, url: "{crm.url('/contacts')}", body: {{id: "{{{{ conversation.id }}}}"}}}}
+      - to: chat
+        after: contact
+        url: "{crm.url('/notes')}"
+        body: {{contact: "{{{{ steps.contact.json.id }}}}", added: "{{{{ changes.labels_added }}}}"}}
+"""
+        loaded = load_config(write_config(config_text(storage, routes), "config.yaml"))
+        app = create_app(ConfigHolder(loaded), run_worker=False)
+        async with TestClient(TestServer(app)) as client:
+            await post(client, label_change(["Billing"]))
+            await post(client, label_change(["Billing", "Urgent"], nonce=1))
+            async with make_session() as session:
+                await Worker(client.app[STORE], loaded.config.destinations, session).drain()
+        assert [json.loads(request.body) for request in crm.to("/notes")] == [{"contact": "51", "added": ["Urgent"]}]

@@ -16,6 +16,7 @@ from gateway.errors import GatewayError
 from gateway.model import StoredEvent
 from gateway.routing.compiled import LoadedConfig
 from gateway.routing.dry_run import dry_run
+from gateway.routing.plan import stored_changes
 from gateway.web.admin import config_document
 from gateway.web.console.guard import Visit
 from gateway.web.keys import CONFIG, STORE
@@ -34,10 +35,11 @@ async def event_page(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 
 def trace(loaded: LoadedConfig, event: StoredEvent) -> dict[str, Any]:
-    """The dry run of a stored event under the config in force, or why there is none."""
+    """The dry run of a stored event under the config in force (on the `changes` its routes saw), or why there is
+    none."""
     meta = {"id": event.id, "source": event.source, "received_at": event.received_at_ms / 1000}
     try:
-        return dry_run(loaded, event.body, event.source, meta)
+        return dry_run(loaded, event.body, event.source, meta, changes=stored_changes(event))
     except GatewayError as exc:
         return {"error": loaded.masker.url(str(exc))}
 
