@@ -116,3 +116,29 @@ async def test_the_config_page_shows_the_last_rejected_reload(console: Start, mo
     assert "Last rejected reload" in page and "(file changed)" in page
     assert "routes[0].send[0].to: unknown destination 'crn'" in page
     assert "keeps serving until they are fixed" in page
+
+
+CHAIN = """\
+storage: {path: gateway.db}
+sources:
+  missive: {secrets: ["fixture-secret-do-not-use"]}
+destinations:
+  crm: {url: "http://127.0.0.1:9/contacts"}
+routes:
+  - name: contact-then-note
+    send:
+      - {to: crm, id: contact}
+      - {to: crm, after: contact, url: "http://127.0.0.1:9/notes/{{ steps.contact.status }}"}
+"""
+
+
+async def test_a_chained_request_shows_as_held_and_cannot_be_replayed_yet(console: Start) -> None:
+    gateway = await console(CHAIN)
+    event_id = await post_event(gateway.client)
+    await gateway.login()
+    page = await gateway.page(f"/console/events/{event_id}")
+    held = page[page.index('<span class="status status-held">'):]
+    assert "Not rendered yet: it is rendered from the answer of the step it runs after." in held
+    assert '<button type="submit" name="rerender" value="0" disabled>Replay</button>' in held
+    assert "Held until the step it runs after is delivered." in held
+    assert "Rendered from the answer of step <code>contact</code> once it is delivered." in page  # the trace
