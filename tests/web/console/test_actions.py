@@ -123,8 +123,17 @@ async def test_the_playground_runs_a_pasted_payload_and_sends_nothing(console: S
     assert "<strong>vip</strong>: matched" in page
     assert f"POST {url}?api_token=***" in page and "Bearer ***" in page
     assert '"subject": "Order HL-20931 arrived damaged"' in page
+    assert "the original payload" not in page  # a body of its own is shown as it is
     assert not [secret for secret in SECRETS if secret in page]
     assert crm.received == [] and await gateway.app[STORE].list_deliveries(DeliveryFilter()) == []
+
+
+async def test_the_playground_folds_a_forwarded_original_payload(console: Start) -> None:
+    gateway = await console(config_text("http://127.0.0.1:9/").replace("        body: ", "        headers: "))
+    await gateway.login()
+    page = await (await gateway.post("/console/playground", {"payload": fixture_bytes(EMAIL).decode()})).text()
+    size = len(fixture_bytes(EMAIL))
+    assert f"<summary>Body: the original payload ({size} bytes), as received</summary>" in page
 
 
 async def test_the_playground_takes_an_upload(console: Start) -> None:
