@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from gateway.store.sqlite import SqliteStore
 from tests.redis_server import RedisServer, running_server
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "missive"
@@ -50,3 +51,12 @@ async def storage(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     await client.flushdb()
     await client.aclose()
     yield f'storage: {{backend: redis, url: "{server.url}"}}'
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    """An open SQLite store in a fresh file."""
+    opened = SqliteStore(tmp_path / "gateway.db")
+    await opened.open()
+    yield opened
+    await opened.close()

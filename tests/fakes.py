@@ -196,6 +196,7 @@ class FakeOAuthApi(LocalServer):
         token_failures: Sequence[Reply] = (),
         unauthorized: Reply | None = None,
         token_delay_s: float = 0.0,
+        token_path: str = "/oauth/token",
     ) -> None:
         self._clock = clock
         self._client = (client_id, client_secret)
@@ -211,7 +212,7 @@ class FakeOAuthApi(LocalServer):
         self.api_requests: list[Received] = []
         self.authorized: list[Received] = []
         app = web.Application()
-        app.router.add_post("/oauth/token", self._token)
+        app.router.add_post(token_path, self._token)
         app.router.add_route("*", "/{tail:.*}", self._api)
         super().__init__(app)
 
@@ -234,7 +235,7 @@ class FakeOAuthApi(LocalServer):
         token = f"at-{len(self.token_requests)}-{uuid.uuid4().hex}"
         lifetime_s = self._lifetime_s
         self._expires_at_ms[token] = float("inf") if lifetime_s is None else self._clock.now_ms() + lifetime_s * 1000
-        answer: dict[str, Any] = {"access_token": token, "token_type": "Bearer"}
+        answer: dict[str, Any] = {"access_token": token, "token_type": "Bearer", **self.token_extras()}
         if lifetime_s is not None:
             answer["expires_in"] = lifetime_s
         return web.json_response(answer, headers={"Cache-Control": "no-store"})
@@ -246,10 +247,18 @@ class FakeOAuthApi(LocalServer):
         if self._clock.now_ms() >= self._expires_at_ms.get(token, float("-inf")):
             reply = self._unauthorized
         else:
-            reply = self._api_script[min(len(self.authorized), len(self._api_script) - 1)]
             self.authorized.append(received)
+            reply = self.answer(request, received)
         body = reply.body.replace("{authorization}", request.headers.get("Authorization", ""))
         return web.Response(status=reply.status, text=body, headers=reply.headers)
+
+    def token_extras(self) -> dict[str, Any]:
+        """What the provider adds to a token answer (Salesforce: `instance_url`, `issued_at`...)."""
+        return {}
+
+    def answer(self, request: web.Request, received: Received) -> Reply:
+        """The API's answer to an authorized request: by default the next reply of `api_script`."""
+        return self._api_script[min(len(self.authorized) - 1, len(self._api_script) - 1)]
 
 
 def _client_of(request: web.Request, form: Mapping[str, Any]) -> tuple[str, str]:

@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -345,11 +345,8 @@ async def enqueue(store: SqliteStore, destination_name: str, url: str, now_ms: i
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "gateway.db")
-    await opened.open()
-    yield opened
-    await opened.close()
+def store(sqlite_store: SqliteStore) -> SqliteStore:
+    return sqlite_store
 
 
 async def test_reconfigured_worker_counts_attempts_in_flight_against_the_new_limit(store: SqliteStore) -> None:
