@@ -1,7 +1,8 @@
 """The console's forms: dead letters and replay, and the playground (a dry run from the browser).
 
 Replay goes through `gateway.delivery.dead_letters` like `gateway replay` and the admin API; the
-playground through `gateway.routing.dry_run` like `gateway test`. Nothing is sent from the playground.
+playground through `gateway.routing.dry_run` like `gateway test`, on the conversations' state and
+once_per windows as the store has them now. Nothing is sent or stored from the playground.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from aiohttp import web
 from gateway.delivery import dead_letters as deliveries
 from gateway.errors import GatewayError
 from gateway.model import Delivery, DeliveryFilter, DeliveryStatus
-from gateway.routing.dry_run import dry_run
+from gateway.routing.dry_run import dry_run, needed_state
 from gateway.web.admin import replay_and_wake
 from gateway.web.console.guard import Form, Visit
 from gateway.web.keys import STORE
@@ -118,7 +119,9 @@ async def run_playground(request: web.Request, visit: Visit) -> web.StreamRespon
         body = text.encode() if isinstance(text, str) else b""
     source = form.get("source") if isinstance(form.get("source"), str) else None
     try:
-        report: dict[str, Any] = dry_run(visit.loaded, body, source or None)
+        keys = needed_state(visit.loaded, body, source or None)
+        seen = await request.app[STORE].read_state(keys, visit.now_ms) if keys is not None else None
+        report: dict[str, Any] = dry_run(visit.loaded, body, source or None, seen=seen)
     except GatewayError as exc:
         report = {"error": visit.masker.url(str(exc))}
     return _playground(visit, body.decode("utf-8", "replace"), source, report)

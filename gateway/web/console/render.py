@@ -48,6 +48,11 @@ def _entries(value: Mapping[Any, Any] | Sequence[Any]) -> list[tuple[Any, Any]]:
     return list(value.items()) if isinstance(value, Mapping) else list(enumerate(value))
 
 
+def _person(person: Mapping[str, Any]) -> str:
+    """How the dry run's people are named: name, else email, else id."""
+    return str(person.get("name") or person.get("email") or person.get("id"))
+
+
 ENV = Environment(
     loader=PackageLoader("gateway.web.console", "templates"),
     autoescape=True,
@@ -55,7 +60,7 @@ ENV = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-ENV.filters.update(at=_at, iso=_iso, age=_age, pretty=_pretty, entries=_entries)
+ENV.filters.update(at=_at, iso=_iso, age=_age, pretty=_pretty, entries=_entries, person=_person)
 
 
 def render(template: str, **context: Any) -> str:

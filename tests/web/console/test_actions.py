@@ -154,3 +154,41 @@ async def test_the_playground_loads_a_stored_event_and_explains_bad_input(consol
     bad = html.unescape(await (await gateway.post("/console/playground", {"payload": "{nope"})).text())
     assert 'class="alert"' in bad and "not valid JSON" in bad
     assert CRM_TOKEN not in bad
+
+
+STATEFUL = """\
+storage: {path: gateway.db}
+sources:
+  missive: {secrets: ["fixture-secret-do-not-use"]}
+destinations:
+  crm: {url: "http://127.0.0.1:9/notes"}
+routes:
+  - name: vip-added
+    when: {path: "$.changes.labels_added[*]", equals: VIP}
+    send: [{to: crm}]
+  - name: once-a-conversation
+    once_per: {key: "{{ conversation.id }}", window: 30m}
+    send: [{to: crm}]
+"""
+
+
+async def test_the_playground_routes_on_the_state_the_store_has_now(console: Start) -> None:
+    gateway = await console(STATEFUL)
+    conversation = json.loads(fixture_bytes(EMAIL))["conversation"]["id"]
+    await gateway.login()
+
+    async def try_it() -> str:
+        response = await gateway.post("/console/playground", {"payload": fixture_bytes(EMAIL).decode()})
+        return " ".join(html.unescape(await response.text()).split())
+
+    first = await try_it()
+    await post_event(gateway.client)  # the gateway now knows the conversation, and the window is open
+    again = await try_it()
+
+    assert f"Conversation <code>{conversation}</code>: new to the gateway." in first
+    assert "<strong>vip-added</strong>: matched" in first and "<strong>once-a-conversation</strong>: matched" in first
+    assert f"Conversation <code>{conversation}</code>: known, with labels Customers, VIP" in again
+    assert "<strong>vip-added</strong>: not matched" in again
+    assert "<strong>once-a-conversation</strong>: not matched" in again
+    assert f"(key <code>{conversation}</code>)" in again  # suppressed by once_per
+    assert "0 of 2 routes matched: 0 requests would be sent." in again
