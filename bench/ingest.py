@@ -5,7 +5,9 @@ POSTing a signed ~3 KB Missive payload. "gateway ingest" verifies the signature,
 dedupes, matches two routes, renders three requests, logs the event and commits it and its
 deliveries durably before each 200 (its worker is off: this measures ingest alone).
 "gateway, 1 route" does the least a durable gateway does: one field rule, one small
-request, logging at warning.
+request, logging at warning. "changes + once_per" routes on conversation state (read before
+routing, written back with the event if unchanged), unsigned, over 1,000 conversations; "same
+routes, no state" is its twin without them.
 
     .venv/bin/python bench/ingest.py [--seconds 10] [--connections 32]
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sqlite3
 import tempfile
 from dataclasses import dataclass
@@ -71,6 +74,49 @@ routes:
 """
 
 
+# Conversation state: routes that read `changes` and a once_per route, so every event reads its conversation's
+# state and writes it back (a conditional write). Unsigned (wrk cannot sign a body it varies) and over 1,000
+# conversations, each request naming the next one; "same routes, no state" is the twin without `changes` and
+# once_per, for the ratio.
+CONVERSATIONS_CONFIG = """\
+storage: {path: conversations.db}
+sources:
+  missive: {dedupe_window: 0s}
+destinations:
+  slack: {type: slack, url: "http://127.0.0.1:9/slack"}
+routes:
+  - name: urgent-added
+    when: {path: "$.changes.labels_added[*]", equals: Urgent}
+    send: [{to: slack, body: {text: "Urgent: {{ conversation.subject }} ({{ changes.labels_added | join(', ') }})"}}]
+  - name: once-per-conversation
+    once_per: {key: "{{ conversation.id }}", window: 30m}
+    send: [{to: slack, body: {text: "{{ conversation.id }}"}}]
+"""
+NO_STATE_CONFIG = (
+    CONVERSATIONS_CONFIG.replace("conversations.db", "no-state.db")
+    .replace('"$.changes.labels_added[*]"', '"$.conversation.shared_labels[*].name"')
+    .replace("({{ changes.labels_added | join(', ') }})", "")
+    .replace('    once_per: {key: "{{ conversation.id }}", window: 30m}\n', "")
+)
+CONVERSATIONS = 1000
+
+
+def conversations_script(path: Path, body: bytes) -> Path:
+    """A wrk Lua script that POSTs `body` unsigned, its conversation id replaced by the next of CONVERSATIONS."""
+    payload = json.loads(body)
+    payload["conversation"]["id"] = "CONVERSATION"
+    template = json.dumps(payload).replace("\\", "\\\\").replace('"', '\\"')
+    path.write_text(
+        f'local template, n = "{template}", 0\n'
+        "request = function()\n"
+        "  n = n + 1\n"
+        f'  local body = template:gsub("CONVERSATION", "conv-" .. (n % {CONVERSATIONS}))\n'
+        '  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)\n'
+        "end\n"
+    )
+    return path
+
+
 @dataclass(frozen=True)
 class Row:
     load: WrkResult
@@ -110,21 +156,27 @@ def main() -> None:
         work = Path(tmp)
         (work / "config.yaml").write_text(CONFIG)
         (work / "minimal.yaml").write_text(MINIMAL_CONFIG)
+        (work / "conversations.yaml").write_text(CONVERSATIONS_CONFIG)
+        (work / "no-state.yaml").write_text(NO_STATE_CONFIG)
         lua = wrk_post_script(work / "post.lua", body, {
             "Content-Type": "application/json", "X-Hook-Signature": sign(SECRET.encode(), body),
         })
+        varied = conversations_script(work / "conversations.lua", body)
         gateway = [PYTHON, "-m", "gateway", "serve", "--no-worker"]
-        setups: dict[str, tuple[list[str], Path | None]] = {
-            "bare aiohttp handler": ([PYTHON, str(ROOT / "bench" / "bare_server.py")], None),
-            "gateway, 1 route": (
-                [*gateway, "-c", str(work / "minimal.yaml"), "--log-level", "warning", "--port"], work / "minimal.db"
-            ),
-            "gateway ingest": ([*gateway, "-c", str(work / "config.yaml"), "--port"], work / "gateway.db"),
-        }
+        quiet = ["--log-level", "warning", "--port"]
+        setups: dict[str, tuple[list[str], Path | None, Path]] = {
+            "bare aiohttp handler": ([PYTHON, str(ROOT / "bench" / "bare_server.py")], None, lua),
+            "gateway, 1 route": ([*gateway, "-c", str(work / "minimal.yaml"), *quiet], work / "minimal.db", lua),
+            "gateway ingest": ([*gateway, "-c", str(work / "config.yaml"), "--port"], work / "gateway.db", lua),
+            "same routes, no state": ([*gateway, "-c", str(work / "no-state.yaml"), *quiet], work / "no-state.db",
+                                      varied),
+            "changes + once_per": ([*gateway, "-c", str(work / "conversations.yaml"), *quiet],
+                                   work / "conversations.db", varied),
+        }  # fmt: skip
         rows = {
-            name: measure(command, f"http://127.0.0.1:{free_port()}/hooks/missive", lua, args.seconds,
+            name: measure(command, f"http://127.0.0.1:{free_port()}/hooks/missive", script, args.seconds,
                           args.connections, db)
-            for name, (command, db) in setups.items()
+            for name, (command, db, script) in setups.items()
         }
     base = rows["bare aiohttp handler"].load.requests_per_s
     print(f"{'server':<24}{'req/s':>9}{'ratio':>7}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}"
