@@ -275,20 +275,24 @@ local function passes(id)
   end
   return false
 end
-local found, seen = {}, {}
-local page = redis.call('ZREVRANGEBYSCORE', index, high, low, 'WITHSCORES', 'LIMIT', offset, budget)
-for i = 1, #page, 2 do
-  local id, score = page[i], tonumber(page[i + 1])
-  if via then id = redis.call('HGET', P .. 'delivery:' .. id, 'event_id') end
-  if id and not seen[id] then
-    seen[id] = true
-    local before = not cursor_ms or score < cursor_ms or (score == cursor_ms and id < cursor_id)
-    if before and passes(id) then
-      found[#found + 1] = id
-      if #found >= wanted then return {found, offset + (i + 1) / 2} end
+local found, seen, scanned = {}, {}, 0
+while scanned < budget do  -- in small pages, so a lookup that is done early reads little
+  local take = math.min(budget - scanned, 256)
+  local page = redis.call('ZREVRANGEBYSCORE', index, high, low, 'WITHSCORES', 'LIMIT', offset + scanned, take)
+  for i = 1, #page, 2 do
+    local id, score = page[i], tonumber(page[i + 1])
+    if via then id = redis.call('HGET', P .. 'delivery:' .. id, 'event_id') end
+    if id and not seen[id] then
+      seen[id] = true
+      local before = not cursor_ms or score < cursor_ms or (score == cursor_ms and id < cursor_id)
+      if before and passes(id) then
+        found[#found + 1] = id
+        if #found >= wanted then return {found, offset + scanned + (i + 1) / 2} end
+      end
     end
   end
+  scanned = scanned + #page / 2
+  if #page / 2 < take then return {found, -1} end
 end
-if #page / 2 < budget then return {found, -1} end
-return {found, offset + budget}
+return {found, offset + scanned}
 """
