@@ -16,9 +16,9 @@ from functools import partial
 from typing import Any
 
 from gateway.errors import StoreUnavailable
-from gateway.model import IngestResult, NewDelivery, NewEvent, StateKeys, StateWrite
+from gateway.model import IngestResult, NewDelivery, NewEvent, StateWrite
 from gateway.routing.compiled import LoadedConfig
-from gateway.routing.conversation import changes_of, conversation_facts, next_state
+from gateway.routing.conversation import changes_of, conversation_facts, next_state, state_keys
 from gateway.routing.plan import PlanState, RouteVerdict, once_keys, plan, to_deliveries, windows_opened
 from gateway.store.base import Store
 
@@ -40,17 +40,17 @@ async def route_and_store(
     routes = config.routes_for(event.source)
     facts = conversation_facts(payload)
     keys, _ = await loop.run_in_executor(executor, once_keys, routes, payload, event.body, meta)
-    tracked = config.state_of(event.source).conversations and facts.id is not None
-    state_keys = StateKeys((event.source, facts.id) if tracked and facts.id else None, tuple(keys.items()))
+    remembered = config.state_of(event.source).conversations
+    needed = state_keys(event.source, facts, remembered, keys)
     now_ms = event.received_at_ms
     for _ in range(MAX_ROUNDS):
-        seen = await store.read_state(state_keys, now_ms)
-        changes = changes_of(seen.conversation, facts) if config.state_of(event.source).conversations else None
+        seen = await store.read_state(needed, now_ms)
+        changes = changes_of(seen.conversation, facts) if remembered else None
         state = PlanState(changes, keys, seen.once_until_ms)
         verdicts = await loop.run_in_executor(executor, partial(plan, routes, payload, event.body, meta, state=state))
         deliveries = to_deliveries(verdicts, now_ms)
-        conversation = next_state(seen.conversation, facts, now_ms) if state_keys.conversation else None
-        write = StateWrite(state_keys, seen, conversation, windows_opened(routes, verdicts, keys, now_ms))
+        conversation = next_state(seen.conversation, facts, now_ms) if needed.conversation else None
+        write = StateWrite(needed, seen, conversation, windows_opened(routes, verdicts, keys, now_ms))
         kept = replace(event, changes=json.dumps(changes) if changes is not None else None)
         result = await store.ingest(kept, deliveries, dedupe_window_ms, write)
         if not result.conflict:

@@ -13,14 +13,14 @@ removed, and the state keeps what it had. An event without a conversation id cha
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import TemplateSyntaxError, meta
 
 from gateway.config.schema import Condition, RouteConfig
-from gateway.model import Assignee, ConversationState
+from gateway.model import Assignee, ConversationState, StateKeys
 from gateway.routing.template_env import ENV
 
 CHANGES = "changes"
@@ -63,6 +63,13 @@ def _assignees(people: list[Any]) -> Iterator[Assignee]:
             name, email = person.get("name"), person.get("email")
             yield Assignee(person["id"], name if isinstance(name, str) else None,
                            email if isinstance(email, str) else None)  # fmt: skip
+
+
+def state_keys(source: str, facts: ConversationFacts, remembered: bool, once_keys: Mapping[str, str]) -> StateKeys:
+    """The state an event's routing reads: its conversation when its source's conversations are `remembered` and it
+    has one, and its routes' once_per keys (route -> key)."""
+    conversation = (source, facts.id) if remembered and facts.id is not None else None
+    return StateKeys(conversation, tuple(once_keys.items()))
 
 
 def changes_of(before: ConversationState | None, facts: ConversationFacts) -> dict[str, Any]:

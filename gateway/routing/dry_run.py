@@ -14,7 +14,7 @@ from gateway.errors import GatewayError
 from gateway.model import ConversationState, OnceKey, StateKeys, StateSnapshot, StateWrite
 from gateway.routing.chain import StepAnswer, step_view
 from gateway.routing.compiled import LoadedConfig
-from gateway.routing.conversation import changes_of, conversation_facts, next_state
+from gateway.routing.conversation import changes_of, conversation_facts, next_state, state_keys
 from gateway.routing.payload import is_validation_request, parse_payload
 from gateway.routing.plan import PlanState, RouteVerdict, once_keys, plan, utc_text, windows_opened
 
@@ -174,9 +174,7 @@ def _state_keys(
 ) -> StateKeys:  # fmt: skip
     if keys is None:
         keys, _ = once_keys(config.routes_for(source), payload, body, meta)
-    conversation_id = conversation_facts(payload).id
-    tracked = config.state_of(source).conversations and conversation_id is not None
-    return StateKeys((source, conversation_id) if tracked and conversation_id else None, tuple(keys.items()))
+    return state_keys(source, conversation_facts(payload), config.state_of(source).conversations, keys)
 
 
 def _state_document(state: ConversationState | None) -> dict[str, Any] | None:

@@ -58,11 +58,12 @@ async def find_events(client: Redis, find: AsyncScript, prefix: str, query: Even
         query.status.value if query.status else "", query.route or "", query.destination or "",
     ]  # fmt: skip
     found: dict[str, None] = {}
-    offset = 0
-    while len(found) <= query.limit and offset >= 0:
+    ties = 0
+    while len(found) <= query.limit and high != "":
         wanted = query.limit + 1 - len(found)
-        ids, offset = await find(args=[prefix, index, int(via_deliveries), high, low, offset, _BUDGET, wanted, *fixed])
+        ids, top, ties = await find(args=[prefix, index, int(via_deliveries), high, low, ties, _BUDGET, wanted, *fixed])
         found.update(dict.fromkeys(member.decode() for member in ids))
+        high = top.decode()
     events = await _load(client, prefix, list(found)[: query.limit + 1])
     more = len(events) > query.limit
     events = events[: query.limit]

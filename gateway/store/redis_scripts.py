@@ -246,9 +246,10 @@ end
 return stats
 """
 
-# Walks one index of events (or of deliveries, mapped to their events) newest first from `offset`, at most
-# `budget` entries, and returns the ids of the events that pass every filter (at most `wanted`) and the offset
-# to go on from (-1: the index is done). Empty filters are ''.
+# Walks one index of events (or of deliveries, mapped to their events) newest first from score `high`, past the
+# first `offset` entries scored `high`, at most `budget` entries, and returns the ids of the events that pass
+# every filter (at most `wanted`) and where to go on from: a score and how many entries with that score were read
+# ('' when the index is done). Empty filters are ''.
 FIND = """
 local P, index, via, high, low = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4], ARGV[5]
 local offset, budget, wanted = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -276,23 +277,26 @@ local function passes(id)
   return false
 end
 local found, seen, scanned = {}, {}, 0
+local top, ties = high, offset  -- go on below `top`, past the `ties` entries scored `top` already read
 while scanned < budget do  -- in small pages, so a lookup that is done early reads little
   local take = math.min(budget - scanned, 256)
-  local page = redis.call('ZREVRANGEBYSCORE', index, high, low, 'WITHSCORES', 'LIMIT', offset + scanned, take)
+  local page = redis.call('ZREVRANGEBYSCORE', index, top, low, 'WITHSCORES', 'LIMIT', ties, take)
   for i = 1, #page, 2 do
-    local id, score = page[i], tonumber(page[i + 1])
+    local id, score = page[i], page[i + 1]
+    if score == top then ties = ties + 1 else top, ties = score, 1 end
     if via then id = redis.call('HGET', P .. 'delivery:' .. id, 'event_id') end
     if id and not seen[id] then
       seen[id] = true
-      local before = not cursor_ms or score < cursor_ms or (score == cursor_ms and id < cursor_id)
+      local at = tonumber(score)
+      local before = not cursor_ms or at < cursor_ms or (at == cursor_ms and id < cursor_id)
       if before and passes(id) then
         found[#found + 1] = id
-        if #found >= wanted then return {found, offset + scanned + (i + 1) / 2} end
+        if #found >= wanted then return {found, top, ties} end
       end
     end
   end
   scanned = scanned + #page / 2
-  if #page / 2 < take then return {found, -1} end
+  if #page / 2 < take then return {found, '', 0} end
 end
-return {found, offset + scanned}
+return {found, top, ties}
 """
