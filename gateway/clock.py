@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
+from datetime import UTC, datetime
 
 
 class Clock(ABC):
@@ -40,3 +41,8 @@ class FakeClock(Clock):
     async def sleep(self, seconds: float) -> None:
         self.advance(seconds)
         await asyncio.sleep(0)
+
+
+def utc_text(at_ms: int) -> str:
+    """A moment as people read it in logs and tables: `2026-12-01 10:15:00Z`."""
+    return datetime.fromtimestamp(at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")

@@ -218,6 +218,7 @@ class Delivery:
     after: str | None = None
     template: bytes | None = None
     steps: bytes | None = None  # JSON: the step answers it was rendered from (chained requests)
+    quota_waits: int = 0  # answers that said "quota spent" (they do not count towards max_attempts)
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,15 @@ class Release:
 
 
 @dataclass(frozen=True)
+class DestinationPause:
+    """No delivery to `destination` is sent before `until_ms`: it answered that its quota is spent (`reason`)."""
+
+    destination: str
+    until_ms: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class AttemptResult:
     """What the worker tells the store after an attempt: the attempt, the delivery's next state, and the
     chained deliveries its outcome frees (the store applies them with the outcome, or not at all)."""
@@ -252,6 +262,8 @@ class AttemptResult:
     status: DeliveryStatus
     next_attempt_at_ms: int | None = None
     released: tuple[Release, ...] = ()
+    counted: bool = True  # False for a quota answer: it spends none of the attempts
+    pause: DestinationPause | None = None  # its whole destination waits until then
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import socket
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class FakeDestination(LocalServer):
             raise ValueError("a script needs at least one reply")
         self._script = [reply if isinstance(reply, Reply) else Reply(reply) for reply in script]
         self.received: list[Received] = []
+        self.arrived_at_s: list[float] = []  # time.monotonic() of each request, in order
         self.in_flight = 0
         self.max_in_flight = 0
         self._arrived = asyncio.Condition()
@@ -131,6 +133,7 @@ class FakeDestination(LocalServer):
         reply = self._script[min(len(self.received), len(self._script) - 1)]
         async with self._arrived:
             self.received.append(Received(request.method, request.path_qs, request.headers, body))
+            self.arrived_at_s.append(time.monotonic())
             self._arrived.notify_all()
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
+from gateway.clock import utc_text
 from gateway.delivery.dead_letters import ReplayOutcome
+from gateway.delivery.next_state import waiting_for_quota
 from gateway.errors import plural
 
 ERROR_CHARS = 60
@@ -16,14 +17,15 @@ def format_deliveries(listed: dict[str, Any]) -> str:
     rows = [
         [
             doc["id"], doc["status"], f"{doc['attempts']}/{doc['max_attempts']}", doc["route"], doc["destination"],
-            timestamp(doc["created_at_ms"]), short(doc["last_error"] or _waits(doc)),
+            timestamp(doc["created_at_ms"]), short(_waiting(doc) or doc["last_error"] or _waits(doc)),
         ]
         for doc in documents
     ]
     lines = table(["ID", "STATUS", "ATTEMPTS", "ROUTE", "DESTINATION", "CREATED", "LAST ERROR"], rows)
     more = "; the limit was reached, narrow the filters or raise --limit" if listed["count"] >= listed["limit"] else ""
     count = plural(len(documents), "delivery", "deliveries")
-    return "\n".join([*lines, count + more])
+    waiting = [f"destination {pause['destination']}: {pause['text']}" for pause in listed["waiting_for_quota"]]
+    return "\n".join([*lines, count + more, *waiting])
 
 
 def format_delivery(doc: dict[str, Any]) -> str:
@@ -35,6 +37,8 @@ def format_delivery(doc: dict[str, Any]) -> str:
     if doc["step"] or doc["after"]:
         step = f"step {doc['step']}" if doc["step"] else "a chained request"
         lines.append(f"  {step}" + (f", runs after {doc['after']}" if doc["after"] else ""))
+    if _waiting(doc):
+        lines.append(f"  {_waiting(doc)} (the destination's quota is spent; waiting costs no attempt)")
     if doc["last_error"]:
         lines.append(f"  last error: {doc['last_error']}")
     request = doc["request"]
@@ -86,6 +90,9 @@ def format_replay(doc: dict[str, Any]) -> str:
 
 def _waits(doc: dict[str, Any]) -> str:
     return f"waits for {doc['after']}" if doc["status"] == "held" else ""
+def _waiting(doc: dict[str, Any]) -> str | None:
+    until_ms = doc["waiting_for_quota_until_ms"]
+    return waiting_for_quota(until_ms) if until_ms is not None else None
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -97,7 +104,7 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def timestamp(at_ms: int) -> str:
-    return datetime.fromtimestamp(at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return utc_text(at_ms)
 
 
 def short(text: str, chars: int = ERROR_CHARS) -> str:

@@ -280,6 +280,7 @@ def _deliveries(args: argparse.Namespace) -> int:
     from gateway.cli import deliveries_text as text
     from gateway.clock import SystemClock
     from gateway.delivery import dead_letters as service
+    from gateway.delivery.quota_waits import quota_pauses
 
     loaded = load_config(args.config)
     remember_secrets(loaded)
@@ -287,9 +288,10 @@ def _deliveries(args: argparse.Namespace) -> int:
 
     async def show() -> dict[str, Any]:
         async with service.opened_store(loaded) as store:
+            pauses = await quota_pauses(store, SystemClock().now_ms())
             if args.id:
-                return service.detail_document(*await service.delivery_detail(store, args.id), loaded.masker)
-            return service.list_document(await service.find_deliveries(store, where), where, loaded.masker)
+                return service.detail_document(*await service.delivery_detail(store, args.id), loaded.masker, pauses)
+            return service.list_document(await service.find_deliveries(store, where), where, loaded.masker, pauses)
 
     document = asyncio.run(show())
     as_text = text.format_delivery if args.id else text.format_deliveries

@@ -155,6 +155,9 @@ class RetryConfig(Model):
     attempts: int = Field(8, ge=1, le=100, description="Attempts in all, the first included, before a dead letter.")
     backoff: Duration = Field(1.0, description="Base of the exponential backoff (full jitter).")
     max_backoff: Duration = Field(600.0, description="Longest wait between two attempts.")
+    max_wait: Duration = Field(
+        86400.0, description="Longest wait for a spent quota (a 429's Retry-After); a longer hint is a dead letter."
+    )
 
 
 class SignConfig(Model):

@@ -1,4 +1,5 @@
-"""When to try a failed delivery again: exponential backoff with full jitter, and Retry-After."""
+"""When to try a failed delivery again: exponential backoff with full jitter, and Retry-After; how long to wait
+for a spent quota."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ _DELTA_SECONDS = re.compile(r"^\d+(?:\.\d+)?$")
 
 def backoff_s(attempt: int, retry: RetryConfig, rng: random.Random) -> float:
     """A random wait after failed attempt number `attempt` (1-based), between 0 and the exponential ceiling."""
-    ceiling_s = min(retry.max_backoff, retry.backoff * 2.0 ** min(attempt - 1, 64))
-    return rng.uniform(0.0, ceiling_s)
+    return rng.uniform(0.0, _ceiling_s(attempt, retry))
+
+
+def _ceiling_s(attempt: int, retry: RetryConfig) -> float:
+    return min(retry.max_backoff, retry.backoff * 2.0 ** min(attempt - 1, 64))
 
 
 def parse_retry_after(value: str, now_ms: int) -> float | None:
@@ -38,3 +42,15 @@ def next_delay_s(attempt: int, retry: RetryConfig, rng: random.Random, hint_s: f
     if hint_s is not None:
         delay_s = max(delay_s, hint_s)
     return min(delay_s, retry.max_backoff)
+
+
+# The shortest wait for a quota: a hint of 0 (or none) must not turn into a loop of requests.
+QUOTA_MIN_WAIT_S = 1.0
+
+
+def quota_wait_s(waits: int, retry: RetryConfig, hint_s: float | None) -> float:
+    """The wait after quota answer number `waits` (1-based, in a row): the service's hint however long, or without
+    one the backoff's ceiling (no jitter: the whole destination waits, there is nothing to spread)."""
+    if hint_s is not None:
+        return max(hint_s, QUOTA_MIN_WAIT_S)
+    return max(_ceiling_s(waits, retry), QUOTA_MIN_WAIT_S)

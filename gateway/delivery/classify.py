@@ -1,13 +1,16 @@
-"""What an answer means for a delivery: delivered, retry later, or dead.
+"""What an answer means for a delivery: delivered, retry later, wait for a quota, or dead.
 
-Plain rules: 2xx is delivered; 408, 425, 429, 5xx, timeouts and connection errors are
-retried; anything else is dead. Presets know better where a service says more:
-Slack's Web API reports errors in a 200, Discord puts its wait in the body.
+Plain rules: 2xx is delivered; 408, 425, 5xx, timeouts and connection errors are retried;
+a 429, a 503 with Retry-After and Salesforce's `403 REQUEST_LIMIT_EXCEEDED` say a quota is
+spent: wait, then it works (that costs no attempt); anything else is dead. Presets know
+better where a service says more: Slack's Web API reports errors (and its rate limit) in a
+200, Discord puts its wait in the body.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -16,23 +19,27 @@ from gateway.config.schema import DestinationType
 from gateway.delivery.backoff import parse_retry_after
 from gateway.delivery.send import Response, TransportFailure
 
-OutcomeKind = Literal["delivered", "retry", "dead"]
+OutcomeKind = Literal["delivered", "retry", "quota", "dead"]
 
-RETRY_STATUSES = frozenset({408, 425, 429})
+RETRY_STATUSES = frozenset({408, 425})
+# A 403 that means "your quota is spent", not "you may not": Salesforce's 24-hour API allocation,
+# `[{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]`.
+_QUOTA_403 = re.compile(r'"errorCode"\s*:\s*"REQUEST_LIMIT_EXCEEDED"')
 # Slack Web API errors worth another try: limits, Slack's own trouble, and a workspace moving into an
 # Enterprise org (`team_added_to_org`, `org_login_required`: it works again once the move is done).
 # `fatal_error` is not among them: Slack may have posted the message already. Every other `ok: false`
 # error (invalid_token, channel_not_found, not_in_channel, is_archived, invalid_blocks...) needs a person.
 SLACK_TRANSIENT_ERRORS = frozenset(
-    {"ratelimited", "rate_limited", "internal_error", "service_unavailable", "request_timeout",
-     "team_added_to_org", "org_login_required"}
-)  # fmt: skip
+    {"internal_error", "service_unavailable", "request_timeout", "team_added_to_org", "org_login_required"}
+)
+SLACK_QUOTA_ERRORS = frozenset({"ratelimited", "rate_limited"})
 REASON_BODY_CHARS = 200
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """The verdict on one attempt; `retry_after_s` is the service's own hint, when it gave one."""
+    """The verdict on one attempt; `retry_after_s` is the service's own hint of when to try again, when it gave
+    one. `quota`: the service took nothing and said to wait (a spent quota)."""
 
     kind: OutcomeKind
     reason: str
@@ -54,8 +61,11 @@ def by_status(response: Response, now_ms: int) -> Outcome:
     reason = _reason(response)
     if 200 <= status < 300:
         return Outcome("delivered", reason)
+    hint_s = _retry_after_header(response, now_ms)
+    if status == 429 or (status == 503 and hint_s is not None) or (status == 403 and _QUOTA_403.search(response.body)):
+        return Outcome("quota", reason, hint_s)
     if status in RETRY_STATUSES or 500 <= status < 600:
-        return Outcome("retry", reason, _retry_after_header(response, now_ms))
+        return Outcome("retry", reason, hint_s)
     if 300 <= status < 400:
         return Outcome("dead", f"{reason}; redirects are not followed, point the destination at the final URL")
     return Outcome("dead", reason)
@@ -68,6 +78,8 @@ def _slack(response: Response, now_ms: int) -> Outcome | None:
         return None
     error = str(document.get("error", "unknown_error"))
     reason = f"HTTP {response.status}: slack error {error}"
+    if error in SLACK_QUOTA_ERRORS:
+        return Outcome("quota", reason, _retry_after_header(response, now_ms))
     if error in SLACK_TRANSIENT_ERRORS:
         return Outcome("retry", reason, _retry_after_header(response, now_ms))
     return Outcome("dead", reason)
@@ -80,7 +92,7 @@ def _discord(response: Response, now_ms: int) -> Outcome | None:
     document = _json_object(response.body) or {}
     hint = document.get("retry_after")
     if isinstance(hint, int | float) and not isinstance(hint, bool) and hint >= 0:
-        return Outcome("retry", _reason(response), float(hint))
+        return Outcome("quota", _reason(response), float(hint))
     return None
 
 

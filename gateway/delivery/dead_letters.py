@@ -17,9 +17,17 @@ from typing import Any
 from gateway.delivery import filters
 from gateway.delivery.filters import MAX_LIMIT as MAX_LIMIT  # re-exported: callers know them from here
 from gateway.delivery.filters import FilterError as FilterError
+from gateway.delivery.quota_waits import Pauses, pause_document
 from gateway.errors import GatewayError, PayloadError, RenderError
 from gateway.mask import Masker
-from gateway.model import Attempt, Delivery, DeliveryFilter, DeliveryStatus, RenderedRequest, StoredEvent
+from gateway.model import (
+    Attempt,
+    Delivery,
+    DeliveryFilter,
+    DeliveryStatus,
+    RenderedRequest,
+    StoredEvent,
+)
 from gateway.routing.chain import snapshot_index
 from gateway.routing.compiled import LoadedConfig
 from gateway.routing.payload import parse_payload
@@ -44,6 +52,7 @@ DETAIL_BODY_CHARS = 4000
 # Deliveries re-queued at once: each is its own store write (grouped into one commit by SQLite),
 # and a Redis connection pool opens a connection per concurrent call.
 _REPLAY_CONCURRENCY = 16
+
 
 
 class NotFound(GatewayError):
@@ -257,8 +266,11 @@ def _index_in_route(delivery: Delivery) -> int | None:
 
 
 def delivery_document(
-    delivery: Delivery, masker: Masker, attempts: list[Attempt] | None = None, body_chars: int = LIST_BODY_CHARS
-) -> dict[str, Any]:
+    delivery: Delivery, masker: Masker, attempts: list[Attempt] | None = None, body_chars: int = LIST_BODY_CHARS,
+    pauses: Pauses | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """A delivery fit to show; with `pauses`, a pending one says until when its destination waits for a quota."""
+    pause = (pauses or {}).get(delivery.destination) if delivery.status is DeliveryStatus.PENDING else None
     document: dict[str, Any] = {
         "id": delivery.id,
         "event_id": delivery.event_id,
@@ -267,6 +279,8 @@ def delivery_document(
         "status": delivery.status.value,
         "attempts": delivery.attempts,
         "max_attempts": delivery.max_attempts,
+        "quota_waits": delivery.quota_waits,
+        "waiting_for_quota_until_ms": pause.until_ms if pause is not None else None,
         "next_attempt_at_ms": delivery.next_attempt_at_ms,
         "created_at_ms": delivery.created_at_ms,
         "updated_at_ms": delivery.updated_at_ms,
@@ -280,13 +294,18 @@ def delivery_document(
     return document
 
 
-def list_document(found: list[Delivery], where: DeliveryFilter, masker: Masker) -> dict[str, Any]:
-    documents = [delivery_document(delivery, masker) for delivery in found]
-    return {"deliveries": documents, "count": len(documents), "limit": where.limit}
+def list_document(
+    found: list[Delivery], where: DeliveryFilter, masker: Masker, pauses: Pauses | None = None
+) -> dict[str, Any]:
+    documents = [delivery_document(delivery, masker, pauses=pauses) for delivery in found]
+    waiting = [pause_document(pause, masker) for pause in (pauses or {}).values()]
+    return {"deliveries": documents, "count": len(documents), "limit": where.limit, "waiting_for_quota": waiting}
 
 
-def detail_document(delivery: Delivery, attempts: list[Attempt], masker: Masker) -> dict[str, Any]:
-    return delivery_document(delivery, masker, attempts, body_chars=DETAIL_BODY_CHARS)
+def detail_document(
+    delivery: Delivery, attempts: list[Attempt], masker: Masker, pauses: Pauses | None = None
+) -> dict[str, Any]:
+    return delivery_document(delivery, masker, attempts, body_chars=DETAIL_BODY_CHARS, pauses=pauses)
 
 
 def _request_document(request: RenderedRequest, masker: Masker, body_chars: int) -> dict[str, Any]:
@@ -318,7 +337,9 @@ def _masked(masker: Masker, text: str | None) -> str | None:
     return masker.url(text) if text is not None else None
 
 
-def event_document(event: StoredEvent, deliveries: list[Delivery], masker: Masker) -> dict[str, Any]:
+def event_document(
+    event: StoredEvent, deliveries: list[Delivery], masker: Masker, pauses: Pauses | None = None
+) -> dict[str, Any]:
     try:
         body: Any = masker.value(parse_payload(event.body))
     except PayloadError:
@@ -329,7 +350,7 @@ def event_document(event: StoredEvent, deliveries: list[Delivery], masker: Maske
         "received_at_ms": event.received_at_ms,
         "body": body,
         "changes": masker.value(stored_changes(event)),
-        "deliveries": [delivery_document(delivery, masker) for delivery in deliveries],
+        "deliveries": [delivery_document(delivery, masker, pauses=pauses) for delivery in deliveries],
     }
 
 

@@ -18,14 +18,14 @@ from aiohttp import ClientSession
 from gateway.clock import Clock, SystemClock
 from gateway.config.schema import DestinationConfig
 from gateway.delivery.auth import CredentialsBook, TokenFailure
-from gateway.delivery.backoff import next_delay_s
 from gateway.delivery.chains import releases
-from gateway.delivery.classify import Outcome, classify
+from gateway.delivery.classify import classify
 from gateway.delivery.limits import Limits, LocalLimits
+from gateway.delivery.next_state import dead, next_state, waiting_for_quota
 from gateway.delivery.send import Response, TransportFailure, send
 from gateway.errors import StoreUnavailable
 from gateway.mask import Masker
-from gateway.model import Attempt, AttemptResult, Delivery, DeliveryStatus, RenderedRequest
+from gateway.model import AttemptResult, Delivery, DeliveryStatus, RenderedRequest
 from gateway.store.base import Store
 
 logger = logging.getLogger("gateway.worker")
@@ -249,15 +249,14 @@ class Worker:
         started_at_ms = self._clock.now_ms()
         if config is None:
             reason = f"destination {delivery.destination!r} is not in the config; add it back and replay"
-            return _dead(delivery, started_at_ms, None, reason), None
+            return dead(delivery, started_at_ms, None, reason), None
         if delivery.request is None:
             reason = "nothing to send: the request was never rendered; fix the template and replay with --rerender"
-            return _dead(delivery, started_at_ms, None, reason), None
+            return dead(delivery, started_at_ms, None, reason), None
         answer = await self._send(delivery.request, delivery.destination, config)
-        if isinstance(answer, TokenFailure):
-            return self._next_state(delivery, config, started_at_ms, answer, answer.outcome), None
-        outcome = classify(config.type, answer, self._clock.now_ms())
-        result = self._next_state(delivery, config, started_at_ms, answer, outcome)
+        now_ms = self._clock.now_ms()
+        outcome = answer.outcome if isinstance(answer, TokenFailure) else classify(config.type, answer, now_ms)
+        result = next_state(delivery, config, started_at_ms, answer, outcome, now_ms, self._rng)
         return result, answer if isinstance(answer, Response) else None
 
     async def _send(
@@ -287,52 +286,10 @@ class Worker:
             used, answer = await authorized()
         return answer
 
-    def _next_state(
-        self,
-        delivery: Delivery,
-        config: DestinationConfig,
-        started_at_ms: int,
-        answer: Response | TransportFailure | TokenFailure,
-        outcome: Outcome,
-    ) -> AttemptResult:
-        number = delivery.attempts + 1
-        if outcome.kind == "delivered":
-            return AttemptResult(_attempt_record(delivery, started_at_ms, answer, None), DeliveryStatus.DELIVERED)
-        if outcome.kind == "retry" and number < delivery.max_attempts:
-            delay_s = next_delay_s(number, config.retry, self._rng, outcome.retry_after_s)
-            attempt = _attempt_record(delivery, started_at_ms, answer, outcome.reason)
-            return AttemptResult(attempt, DeliveryStatus.PENDING, self._clock.now_ms() + round(delay_s * 1000))
-        reason = outcome.reason if outcome.kind == "dead" else f"{outcome.reason} (gave up after {number} attempts)"
-        return _dead(delivery, started_at_ms, answer, reason)
-
 
 def _lease_ms(destinations: Mapping[str, DestinationConfig], margin_s: float) -> int:
     longest_timeout_s = max((config.timeout for config in destinations.values()), default=0.0)
     return round((longest_timeout_s + margin_s) * 1000)
-
-
-def _attempt_record(
-    delivery: Delivery,
-    started_at_ms: int,
-    answer: Response | TransportFailure | TokenFailure | None,
-    error: str | None,
-) -> Attempt:
-    response = answer if isinstance(answer, Response) else None
-    return Attempt(
-        delivery_id=delivery.id,
-        number=delivery.attempts + 1,
-        started_at_ms=started_at_ms,
-        elapsed_ms=answer.elapsed_ms if answer is not None else 0.0,
-        status_code=response.status if response is not None else None,
-        error=error,
-        response_excerpt=response.body if response is not None else None,
-    )
-
-
-def _dead(
-    delivery: Delivery, started_at_ms: int, answer: Response | TransportFailure | TokenFailure | None, reason: str
-) -> AttemptResult:
-    return AttemptResult(_attempt_record(delivery, started_at_ms, answer, reason), DeliveryStatus.DEAD)
 
 
 def _masked(result: AttemptResult, mask: Callable[[str], str]) -> AttemptResult:
@@ -348,25 +305,31 @@ def _masked(result: AttemptResult, mask: Callable[[str], str]) -> AttemptResult:
 def _log(delivery: Delivery, result: AttemptResult, recorded: bool, now_ms: int) -> None:
     """One line per state change; never the URL (it may carry credentials) nor the body."""
     attempt = result.attempt
-    fields = {
+    waiting = recorded and result.status is DeliveryStatus.PENDING and result.pause is not None
+    fields: dict[str, object] = {
         "delivery_id": delivery.id,
         "event_id": delivery.event_id,
         "route": delivery.route,
         "destination": delivery.destination,
-        "attempt": attempt.number,
+        "attempt": delivery.attempts + int(result.counted),  # attempts spent; a quota answer spends none
         "max_attempts": delivery.max_attempts,
         "status_code": attempt.status_code,
         "elapsed_ms": round(attempt.elapsed_ms),
-        "outcome": result.status.value if recorded else "lease-lost",
+        "outcome": "waiting" if waiting else result.status.value if recorded else "lease-lost",
     }
+    state = str(fields["outcome"])
+    error = attempt.error
+    if waiting and result.pause is not None:
+        fields["waiting_until_ms"] = result.pause.until_ms
+        state, error = waiting_for_quota(result.pause.until_ms), result.pause.reason
     line = (
-        f"delivery {delivery.id} {fields['outcome']}: route={delivery.route} destination={delivery.destination} "
-        f"attempt={attempt.number}/{delivery.max_attempts} status={attempt.status_code or '-'} "
+        f"delivery {delivery.id} {state}: route={delivery.route} destination={delivery.destination} "
+        f"attempt={fields['attempt']}/{delivery.max_attempts} status={attempt.status_code or '-'} "
         f"elapsed_ms={fields['elapsed_ms']}"
     )
-    if result.status is DeliveryStatus.PENDING and result.next_attempt_at_ms is not None:
+    if result.status is DeliveryStatus.PENDING and result.next_attempt_at_ms is not None and not waiting:
         line += f" retry_in_s={(result.next_attempt_at_ms - now_ms) / 1000:.1f}"
-    if attempt.error:
-        line += f" error={attempt.error}"
+    if error:
+        line += f" error={error}"
     level = logging.WARNING if result.status is DeliveryStatus.DEAD or not recorded else logging.INFO
     logger.log(level, line, extra=fields)

@@ -15,6 +15,7 @@ from gateway.model import (
     AttemptResult,
     Delivery,
     DeliveryFilter,
+    DestinationPause,
     EventPage,
     EventQuery,
     IngestResult,
@@ -70,24 +71,31 @@ class Store(ABC):
     async def claim(self, capacity: Mapping[str, int], now_ms: int, lease_ms: int) -> list[Delivery]:
         """Lease up to `capacity[destination]` due pending deliveries per destination, oldest due first.
 
-        A claimed delivery is not due again until `now_ms + lease_ms`: if its worker dies, it is
-        claimed again after that. Each returned delivery carries a fresh `lease_token`.
+        Nothing is claimed for a destination paused beyond `now_ms` (see `finish`). A claimed
+        delivery is not due again until `now_ms + lease_ms`: if its worker dies, it is claimed
+        again after that. Each returned delivery carries a fresh `lease_token`.
         """
 
     @abstractmethod
     async def finish(self, delivery: Delivery, result: AttemptResult) -> bool:
         """Record an attempt and move the delivery to its next state.
 
-        The attempt is always recorded. The state changes only if `delivery.lease_token` still
-        holds the lease; returns False when another worker has taken it over since. With the
-        state, and only then, each of `result.released` that is not pending becomes pending with
-        its request (attempts 0, due when the attempt ended) or dead with its error, keeping its
-        `steps`.
+        The attempt is always recorded, and so is `result.pause` (a destination's pause only ever
+        grows longer). The state changes only if `delivery.lease_token` still holds the lease;
+        returns False when another worker has taken it over since. A `counted` result adds one to
+        `attempts`, another to `quota_waits`. With the state, and only then, each of
+        `result.released` that is not pending becomes pending with its request (attempts 0, due
+        when the attempt ended) or dead with its error, keeping its `steps`.
         """
 
     @abstractmethod
     async def next_due_ms(self) -> int | None:
-        """When the earliest pending delivery is due (None when nothing is pending)."""
+        """When the earliest pending delivery is due (None when nothing is pending); a delivery of a paused
+        destination is due when the pause ends at the earliest."""
+
+    @abstractmethod
+    async def pauses(self, now_ms: int) -> list[DestinationPause]:
+        """The destinations paused beyond `now_ms`, by name."""
 
     @abstractmethod
     async def get_event(self, event_id: str) -> StoredEvent | None: ...
@@ -115,7 +123,7 @@ class Store(ABC):
     async def requeue(
         self, delivery_ids: list[str], now_ms: int, requests: Mapping[str, RenderedRequest] | None = None
     ) -> int:
-        """Make dead or delivered deliveries pending again, due now, with their attempt count reset.
+        """Make dead or delivered deliveries pending again, due now, with their attempt and quota counts reset.
 
         Pending and held ones are left alone, so replaying twice queues nothing twice. `requests`
         replaces the stored request of the named deliveries (replay with re-rendering).
@@ -130,7 +138,7 @@ class Store(ABC):
 
     @abstractmethod
     async def stats(self) -> QueueStats:
-        """Queue depth, dead letters and the oldest due time, for metrics."""
+        """Queue depth, dead letters and the oldest due time, for metrics (due as `next_due_ms` counts it)."""
 
     @abstractmethod
     async def activity(self, since_ms: int, bucket_ms: int, buckets: int, now_ms: int) -> Activity:

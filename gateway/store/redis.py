@@ -17,6 +17,7 @@ the write or none of it. Keys (all under a prefix, default `gw:`):
     conversation:<source>:<id>  hash: version (writes so far), last_seen_ms, state (labels and assignees, JSON)
     conversations               zset of those `<source>:<id>` by last_seen_ms (pruned by age)
     once:<route>:<key>          the end (ms) of a once_per window, expiring with it
+    pauses, pause_reasons       hashes by destination: until when it is paused (a spent quota), and why
 
 and the indexes of the console's overview, described in `gateway.store.redis_activity`.
 
@@ -53,6 +54,7 @@ from gateway.model import (
     AttemptResult,
     Delivery,
     DeliveryFilter,
+    DestinationPause,
     EventPage,
     EventQuery,
     IngestResult,
@@ -232,9 +234,11 @@ class RedisStore(Store):
         record = [attempt.number, attempt.started_at_ms, attempt.elapsed_ms, attempt.status_code, attempt.error,
                   attempt.response_excerpt]  # fmt: skip
         next_at = "" if result.next_attempt_at_ms is None else result.next_attempt_at_ms
+        pause = result.pause
         args = [self.prefix, delivery.id, delivery.lease_token or "", result.status.value, next_at,
                 attempt.started_at_ms + round(attempt.elapsed_ms), json.dumps(record),
-                "0" if attempt.error is None else "1", attempt.error or ""]  # fmt: skip
+                "0" if attempt.error is None else "1", attempt.error or "", int(result.counted),
+                *((pause.destination, pause.until_ms, pause.reason) if pause else ("", "", ""))]  # fmt: skip
         for release in result.released:
             args += [release.delivery_id, *counted(release_fields(release))]
         async with self._call("record the attempt") as (_, scripts):
@@ -242,6 +246,14 @@ class RedisStore(Store):
 
     async def next_due_ms(self) -> int | None:
         return (await self.stats()).oldest_due_ms
+
+    async def pauses(self, now_ms: int) -> list[DestinationPause]:
+        async with self._call("read") as (client, _):
+            until = cast(dict[bytes, bytes], await client.hgetall(self._key("pauses")))
+            reasons = cast(dict[bytes, bytes], await client.hgetall(self._key("pause_reasons")))
+        found = [DestinationPause(name.decode(), int(at), reasons.get(name, b"").decode())
+                 for name, at in until.items() if int(at) > now_ms]  # fmt: skip
+        return sorted(found, key=lambda pause: pause.destination)
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
         async with self._call("read") as (client, _):

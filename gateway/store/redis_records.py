@@ -93,6 +93,7 @@ def read_delivery(fields: Mapping[bytes, bytes]) -> Delivery:
         after=text(b"after"),
         template=fields.get(b"template"),
         steps=fields.get(b"steps"),
+        quota_waits=int(fields.get(b"quota_waits", 0)),
     )
 
 

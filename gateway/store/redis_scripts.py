@@ -91,8 +91,16 @@ CLAIM = """
 local P, now, due_at, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local claimed = {}
 for i = 5, #ARGV, 2 do
-  local due = P .. 'due:' .. ARGV[i]
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, ARGV[i + 1])) do
+  local destination = ARGV[i]
+  local paused_until = tonumber(redis.call('HGET', P .. 'pauses', destination))
+  if paused_until and paused_until <= tonumber(now) then  -- the pause is over: forget it
+    redis.call('HDEL', P .. 'pauses', destination)
+    redis.call('HDEL', P .. 'pause_reasons', destination)
+    paused_until = nil
+  end
+  local due = P .. 'due:' .. destination
+  local ids = paused_until and {} or redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, ARGV[i + 1])
+  for _, id in ipairs(ids) do
     local key = P .. 'delivery:' .. id
     redis.call('ZADD', due, due_at, id)
     redis.call('ZADD', P .. 'leased:' .. ARGV[i], due_at, id)
@@ -105,13 +113,21 @@ return claimed
 
 FINISH = """
 local P, id, token, status, next_at, ended_at, attempt, has_error, error = unpack(ARGV, 1, 9)
+local counted, paused, pause_end, why = unpack(ARGV, 10, 13)
+if paused ~= '' then  -- a pause only grows longer; its reason is the latest answer's that lengthened it
+  local until_now = tonumber(redis.call('HGET', P .. 'pauses', paused))
+  if not until_now or tonumber(pause_end) > until_now then
+    redis.call('HSET', P .. 'pauses', paused, pause_end)
+    redis.call('HSET', P .. 'pause_reasons', paused, why)
+  end
+end
 local key = P .. 'delivery:' .. id
 if redis.call('EXISTS', key) == 0 then return 0 end
 redis.call('RPUSH', P .. 'attempts:' .. id, attempt)
 local held, current, destination, created = unpack(
   redis.call('HMGET', key, 'lease_token', 'status', 'destination', 'created_at_ms'))
 if token == '' or held ~= token or current ~= 'pending' then return 0 end
-redis.call('HINCRBY', key, 'attempts', 1)
+redis.call('HINCRBY', key, counted == '1' and 'attempts' or 'quota_waits', 1)
 redis.call('HSET', key, 'status', status, 'updated_at_ms', ended_at)
 redis.call('HDEL', key, 'lease_token')
 if has_error == '1' then redis.call('HSET', key, 'last_error', error) else redis.call('HDEL', key, 'last_error') end
@@ -137,7 +153,7 @@ else
 end
 -- Chained deliveries this outcome frees: id, n, then n field/value pairs (status, the request or
 -- last_error, steps). One already pending is left alone.
-local i = 10
+local i = 14
 while i <= #ARGV do
   local rid, n = ARGV[i], tonumber(ARGV[i + 1])
   local rkey = P .. 'delivery:' .. rid
@@ -179,7 +195,8 @@ while i <= #ARGV do
     redis.call('HMGET', key, 'status', 'destination', 'created_at_ms', 'method'))
   if (status == 'dead' or status == 'delivered') and (n > 0 or method) then
     for j = i + 2, i + 1 + 2 * n, 2 do redis.call('HSET', key, ARGV[j], ARGV[j + 1]) end
-    redis.call('HSET', key, 'status', 'pending', 'attempts', 0, 'next_attempt_at_ms', now, 'updated_at_ms', now)
+    redis.call('HSET', key, 'status', 'pending', 'attempts', 0, 'quota_waits', 0, 'next_attempt_at_ms', now,
+               'updated_at_ms', now)
     redis.call('HDEL', key, 'lease_token')
     redis.call('ZREM', P .. 'status:' .. status, id)
     redis.call('ZADD', P .. 'status:pending', created, id)
@@ -231,6 +248,7 @@ end
 return {#delivered, #bare, #forgotten}
 """
 
+# Per destination: how many are pending and when the first is due, held back to the end of a quota pause.
 STATS = """
 local P = ARGV[1]
 local stats = {redis.call('ZCARD', P .. 'status:dead')}
@@ -238,9 +256,10 @@ for _, destination in ipairs(redis.call('SMEMBERS', P .. 'destinations')) do
   local due = P .. 'due:' .. destination
   local first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
   if first[2] then
+    local paused_until = tonumber(redis.call('HGET', P .. 'pauses', destination)) or 0
     stats[#stats + 1] = destination
     stats[#stats + 1] = redis.call('ZCARD', due)
-    stats[#stats + 1] = first[2]
+    stats[#stats + 1] = string.format('%d', math.max(tonumber(first[2]), paused_until))
   end
 end
 return stats
@@ -300,3 +319,4 @@ while scanned < budget do  -- in small pages, so a lookup that is done early rea
 end
 return {found, top, ties}
 """
+

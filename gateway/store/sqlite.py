@@ -24,6 +24,7 @@ from gateway.model import (
     Delivery,
     DeliveryFilter,
     DeliveryStatus,
+    DestinationPause,
     EventPage,
     EventQuery,
     IngestResult,
@@ -36,6 +37,7 @@ from gateway.model import (
     StateWrite,
     StoredEvent,
 )
+from gateway.store import sqlite_pauses
 from gateway.store.base import Store
 from gateway.store.sqlite_activity import read_activity
 from gateway.store.sqlite_events import find_events
@@ -50,7 +52,7 @@ _PRUNE_CHUNK = 500
 _DELIVERY_COLUMNS = (
     "id, event_id, route, destination, status, attempts, max_attempts, next_attempt_at_ms, created_at_ms, "
     "updated_at_ms, method, url, headers, body, untrusted_host, last_error, lease_token, step, after_id, template, "
-    "steps"
+    "steps, quota_waits"
 )
 _FIND_DUPLICATE = (
     "SELECT id FROM events WHERE source = ? AND dedupe_key = ? AND received_at_ms > ? ORDER BY received_at_ms LIMIT 1"
@@ -59,7 +61,7 @@ _INSERT_EVENT = (
     "INSERT INTO events (id, source, dedupe_key, received_at_ms, body, conversation_id, subject, sender, rule_type, "
     "changes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_DELIVERY = f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES ({', '.join('?' * 21)})"
+_INSERT_DELIVERY = f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES ({', '.join('?' * 22)})"
 _SELECT_DUE = (
     "SELECT id FROM deliveries WHERE status = 'pending' AND destination = ? AND next_attempt_at_ms <= ? "
     "ORDER BY next_attempt_at_ms LIMIT ?"
@@ -72,15 +74,16 @@ _INSERT_ATTEMPT = (
     "INSERT INTO attempts (delivery_id, number, started_at_ms, elapsed_ms, status_code, error, response_excerpt) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_FINISH = (
-    "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at_ms = coalesce(?, next_attempt_at_ms), "
-    "updated_at_ms = ?, last_error = ?, lease_token = NULL WHERE id = ? AND lease_token = ? AND status = 'pending'"
+_FINISH = (  # the first two: 1, 0 for a counted attempt; 0, 1 for a quota answer
+    "UPDATE deliveries SET attempts = attempts + ?, quota_waits = quota_waits + ?, status = ?, "
+    "next_attempt_at_ms = coalesce(?, next_attempt_at_ms), updated_at_ms = ?, last_error = ?, lease_token = NULL "
+    "WHERE id = ? AND lease_token = ? AND status = 'pending'"
 )
 _REQUEUE = (  # the five coalesce() arguments replace the request when given; a delivery left without one stays dead
     # Plain `?` placeholders: Python 3.12.0-3.12.3 wrongly warn about numbered ones (`?1`) bound from a sequence.
-    "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = ?, updated_at_ms = ?, "
-    "lease_token = NULL, method = coalesce(?, method), url = coalesce(?, url), headers = coalesce(?, headers), "
-    "body = coalesce(?, body), untrusted_host = coalesce(?, untrusted_host) "
+    "UPDATE deliveries SET status = 'pending', attempts = 0, quota_waits = 0, next_attempt_at_ms = ?, "
+    "updated_at_ms = ?, lease_token = NULL, method = coalesce(?, method), url = coalesce(?, url), "
+    "headers = coalesce(?, headers), body = coalesce(?, body), untrusted_host = coalesce(?, untrusted_host) "
     "WHERE id = ? AND status IN ('dead', 'delivered') AND coalesce(?, method) IS NOT NULL"
 )
 _RELEASE = (  # a chained delivery freed by its step: pending with a request, or dead without one
@@ -138,7 +141,7 @@ class SqliteStore(Store):
         try:
             async with asyncio.timeout(_PING_TIMEOUT_S):
                 await self._write(_touch)
-                await self._read(_next_due_ms)  # what the worker reads before every claim
+                await self._read(sqlite_pauses.next_due_ms)  # what the worker reads before every claim
         except TimeoutError as exc:
             raise StoreUnavailable(f"SQLite store {self._path} did not answer within {_PING_TIMEOUT_S:g}s") from exc
 
@@ -157,7 +160,10 @@ class SqliteStore(Store):
         return await self._write(_finish, delivery, result)
 
     async def next_due_ms(self) -> int | None:
-        return await self._read(_next_due_ms)
+        return await self._read(sqlite_pauses.next_due_ms)
+
+    async def pauses(self, now_ms: int) -> list[DestinationPause]:
+        return await self._read(sqlite_pauses.active, now_ms)
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
         return await self._read(_get_event, event_id)
@@ -247,7 +253,7 @@ def _ingest(
 
 def _delivery_row(event_id: str, at_ms: int, new: NewDelivery) -> tuple[Any, ...]:
     return (new.id, event_id, new.route, new.destination, new.status.value, 0, new.max_attempts, at_ms, at_ms, at_ms,
-            *_request_columns(new.request), new.error, None, new.step, new.after, new.template, None)  # fmt: skip
+            *_request_columns(new.request), new.error, None, new.step, new.after, new.template, None, 0)  # fmt: skip
 
 
 def _request_columns(request: RenderedRequest | None) -> tuple[Any, ...]:
@@ -258,8 +264,9 @@ def _request_columns(request: RenderedRequest | None) -> tuple[Any, ...]:
 
 def _claim(conn: sqlite3.Connection, capacity: Mapping[str, int], now_ms: int, lease_ms: int) -> list[Delivery]:
     claimed: list[Delivery] = []
+    paused = sqlite_pauses.paused_at(conn, now_ms)
     for destination, limit in capacity.items():
-        if limit <= 0:
+        if limit <= 0 or destination in paused:
             continue
         due = [delivery_id for (delivery_id,) in conn.execute(_SELECT_DUE, (destination, now_ms, limit))]
         if not due:
@@ -275,8 +282,11 @@ def _finish(conn: sqlite3.Connection, delivery: Delivery, result: AttemptResult)
     conn.execute(_INSERT_ATTEMPT, (delivery.id, attempt.number, attempt.started_at_ms, attempt.elapsed_ms,
                                    attempt.status_code, attempt.error, attempt.response_excerpt))  # fmt: skip
     ended_at_ms = attempt.started_at_ms + round(attempt.elapsed_ms)
-    changed = conn.execute(_FINISH, (result.status.value, result.next_attempt_at_ms, ended_at_ms, attempt.error,
-                                     delivery.id, delivery.lease_token))  # fmt: skip
+    if result.pause is not None:
+        sqlite_pauses.record(conn, result.pause)
+    spent = (1, 0) if result.counted else (0, 1)
+    changed = conn.execute(_FINISH, (*spent, result.status.value, result.next_attempt_at_ms, ended_at_ms,
+                                     attempt.error, delivery.id, delivery.lease_token))  # fmt: skip
     if changed.rowcount != 1:
         return False
     conn.executemany(_RELEASE, [
@@ -314,12 +324,7 @@ def _prune_chunk(conn: sqlite3.Connection, before_ms: int) -> tuple[int, int]:
     return len(delivered), events.rowcount
 
 
-def _next_due_ms(conn: sqlite3.Connection) -> int | None:
-    rows = conn.execute(
-        "SELECT min(next_attempt_at_ms) FROM deliveries INDEXED BY deliveries_due WHERE status = 'pending'"
-    ).fetchall()
-    due: int | None = rows[0][0]
-    return due
+
 
 
 def _get_event(conn: sqlite3.Connection, event_id: str) -> StoredEvent | None:
@@ -375,7 +380,8 @@ def _stats(conn: sqlite3.Connection) -> QueueStats:
         "WHERE status IN ('pending', 'dead') GROUP BY status, destination"
     ).fetchall()
     pending = {destination: count for status, destination, count, _ in rows if status == DeliveryStatus.PENDING}
-    oldest = [due for status, _, _, due in rows if status == DeliveryStatus.PENDING]
+    paused = sqlite_pauses.ends(conn)
+    oldest = [max(due, paused.get(name, due)) for status, name, _, due in rows if status == DeliveryStatus.PENDING]
     return QueueStats(
         pending=sum(pending.values()),
         dead=sum(count for status, _, count, _ in rows if status == DeliveryStatus.DEAD),

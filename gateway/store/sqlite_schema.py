@@ -13,7 +13,7 @@ from pathlib import Path
 from gateway.model import event_facts
 from gateway.store.sqlite_file import QUICK_CHECK_BUDGET_S, check_integrity, create_private
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _BACKFILL_CHUNK = 1000
 _BUSY_TIMEOUT_S = 5.0
 
@@ -92,6 +92,17 @@ ALTER TABLE deliveries ADD COLUMN template BLOB;
 ALTER TABLE deliveries ADD COLUMN steps BLOB;
 """
 
+# Version 6 (after 5, below): quota waits. A delivery counts the quota answers it got (they spend no attempt),
+# and a destination that answered "quota spent" is paused until it said to come back.
+_QUOTAS = """
+ALTER TABLE deliveries ADD COLUMN quota_waits INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS destination_pauses (
+    destination TEXT PRIMARY KEY,
+    until_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
+
 # Version 5: conversation state and once_per windows, and the `changes` each event's routes saw.
 _STATE = """
 ALTER TABLE events ADD COLUMN changes TEXT;
@@ -153,7 +164,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise sqlite3.DatabaseError(f"schema version {version} is newer than this gateway knows ({SCHEMA_VERSION})")
     if version is None:
         conn.executescript(V1_SCHEMA)
-    for target, step in ((2, _to_lookup), (3, _to_chains), (4, _to_untrusted_hosts), (5, _to_state)):
+    for target, step in ((2, _to_lookup), (3, _to_chains), (4, _to_untrusted_hosts), (5, _to_state),
+                         (6, _to_quotas)):  # fmt: skip
         if version is not None and version >= target:
             continue
         conn.execute("BEGIN IMMEDIATE")
@@ -186,6 +198,10 @@ def _to_untrusted_hosts(conn: sqlite3.Connection) -> None:
 
 def _to_state(conn: sqlite3.Connection) -> None:
     _run(conn, _STATE)
+
+
+def _to_quotas(conn: sqlite3.Connection) -> None:
+    _run(conn, _QUOTAS)
 
 
 def _backfill_facts(conn: sqlite3.Connection) -> None:

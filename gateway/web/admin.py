@@ -17,7 +17,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from gateway.delivery import dead_letters as deliveries
-from gateway.delivery import event_lookup
+from gateway.delivery import event_lookup, quota_waits
 from gateway.delivery.dead_letters import NotFound, ReplayOutcome, ReplayReport
 from gateway.delivery.filters import FilterError
 from gateway.errors import StoreUnavailable
@@ -43,6 +43,7 @@ def add_admin_routes(app: web.Application) -> None:
         web.get("/admin/events", _guarded(list_events)),
         web.get("/admin/events/{id}", _guarded(show_event)),
         web.get("/admin/config", _guarded(show_config)),
+        web.get("/admin/destinations", _guarded(list_destinations)),
         web.route("*", "/admin/{tail:.*}", _guarded(no_such_endpoint)),
     ])  # fmt: skip
 
@@ -98,12 +99,19 @@ def _now_ms(request: web.Request) -> int:
 async def list_deliveries(request: web.Request) -> web.Response:
     where = deliveries.parse_filter(request.query, _now_ms(request))
     found = await deliveries.find_deliveries(request.app[STORE], where)
-    return web.json_response(deliveries.list_document(found, where, _masker(request)))
+    pauses = await quota_waits.quota_pauses(request.app[STORE], _now_ms(request))
+    return web.json_response(deliveries.list_document(found, where, _masker(request), pauses))
 
 
 async def show_delivery(request: web.Request) -> web.Response:
     delivery, attempts = await deliveries.delivery_detail(request.app[STORE], request.match_info["id"])
-    return web.json_response(deliveries.detail_document(delivery, attempts, _masker(request)))
+    pauses = await quota_waits.quota_pauses(request.app[STORE], _now_ms(request))
+    return web.json_response(deliveries.detail_document(delivery, attempts, _masker(request), pauses))
+
+
+async def list_destinations(request: web.Request) -> web.Response:
+    pauses = await quota_waits.quota_pauses(request.app[STORE], _now_ms(request))
+    return web.json_response(quota_waits.destinations_document(_loaded(request), pauses, _masker(request)))
 
 
 async def replay_delivery(request: web.Request) -> web.Response:
@@ -147,7 +155,8 @@ async def list_events(request: web.Request) -> web.Response:
 
 async def show_event(request: web.Request) -> web.Response:
     event, found = await deliveries.event_detail(request.app[STORE], request.match_info["id"])
-    return web.json_response(deliveries.event_document(event, found, _masker(request)))
+    pauses = await quota_waits.quota_pauses(request.app[STORE], _now_ms(request))
+    return web.json_response(deliveries.event_document(event, found, _masker(request), pauses))
 
 
 async def show_config(request: web.Request) -> web.Response:

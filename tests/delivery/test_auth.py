@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from gateway.clock import FakeClock
+from gateway.clock import FakeClock, utc_text
 from gateway.config.schema import DestinationConfig
 from gateway.model import DeliveryStatus
 from tests.delivery.conftest import Rig, destination
@@ -156,13 +156,15 @@ async def test_a_failing_token_endpoint_is_retried_like_a_destination(rig: Rig) 
         await rig.worker({"crm": oauth(provider)}).drain()
 
     attempts = await rig.attempts(delivery_id)
+    waited_until = utc_text(attempts[1].started_at_ms + 30_000)
     assert [(a.status_code, a.error) for a in attempts] == [
         (None, "token: HTTP 503: upstream unavailable"),
-        (None, 'token: HTTP 429: {"error": "slow_down"}'),
+        (None, f'waiting for quota until {waited_until}: token: HTTP 429: {{"error": "slow_down"}}'),
         (201, None),
     ]
     assert attempts[2].started_at_ms - attempts[1].started_at_ms >= 30_000
-    assert (await rig.delivery(delivery_id)).status is DeliveryStatus.DELIVERED
+    delivered = await rig.delivery(delivery_id)
+    assert (delivered.status, delivered.attempts, delivered.quota_waits) == (DeliveryStatus.DELIVERED, 2, 1)
     assert len(provider.api_requests) == 1
 
 

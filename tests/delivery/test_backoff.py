@@ -9,11 +9,11 @@ from email.utils import format_datetime
 import pytest
 
 from gateway.config.schema import RetryConfig
-from gateway.delivery.backoff import backoff_s, next_delay_s, parse_retry_after
+from gateway.delivery.backoff import backoff_s, next_delay_s, parse_retry_after, quota_wait_s
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
-RETRY = RetryConfig(attempts=10, backoff=2.0, max_backoff=60.0)
+RETRY = RetryConfig.model_validate({"attempts": 10, "backoff": 2.0, "max_backoff": 60.0})
 
 
 class Highest(random.Random):
@@ -88,3 +88,18 @@ def test_next_delay(attempt: int, hint_s: float | None, expected_s: float) -> No
 def test_next_delay_is_never_sooner_than_the_hint() -> None:
     rng = random.Random(3)
     assert all(next_delay_s(1, RETRY, rng, 2.0) >= 2.0 for _ in range(500))
+
+
+@pytest.mark.parametrize(
+    ("waits", "hint_s", "expected_s"),
+    [
+        pytest.param(1, 900.0, 900.0, id="hint-beyond-max-backoff-is-honoured"),
+        pytest.param(1, 86_400.0, 86_400.0, id="a-day"),
+        pytest.param(1, 0.0, 1.0, id="a-zero-hint-still-waits-a-second"),
+        pytest.param(1, None, 2.0, id="no-hint-first-backoff"),
+        pytest.param(3, None, 8.0, id="no-hint-doubles"),
+        pytest.param(10, None, 60.0, id="no-hint-capped-at-max-backoff"),
+    ],
+)
+def test_quota_wait(waits: int, hint_s: float | None, expected_s: float) -> None:
+    assert quota_wait_s(waits, RETRY, hint_s) == expected_s

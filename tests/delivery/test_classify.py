@@ -29,10 +29,19 @@ CASES = [
     pytest.param("http", answer(204), "delivered", None, id="http-204"),
     pytest.param("http", answer(408), "retry", None, id="http-408"),
     pytest.param("http", answer(425), "retry", None, id="http-425"),
-    pytest.param("http", answer(429), "retry", None, id="http-429-without-hint"),
-    pytest.param("http", answer(429, retry_after="7"), "retry", 7.0, id="http-429-retry-after"),
-    pytest.param("http", answer(503, retry_after="Sun, 01 Mar 2026 12:00:30 GMT"), "retry", 30.0, id="http-503-date"),
+    pytest.param("http", answer(429), "quota", None, id="http-429-without-hint"),
+    pytest.param("http", answer(429, retry_after="7"), "quota", 7.0, id="http-429-retry-after"),
+    pytest.param("http", answer(503, retry_after="Sun, 01 Mar 2026 12:00:30 GMT"), "quota", 30.0, id="http-503-date"),
+    pytest.param("http", answer(503), "retry", None, id="http-503-without-hint-is-a-failure"),
     pytest.param("http", answer(500), "retry", None, id="http-500"),
+    pytest.param(
+        "http", json_answer(403, [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]),
+        "quota", None, id="salesforce-daily-allocation-is-a-quota",
+    ),
+    pytest.param(
+        "http", json_answer(403, [{"message": "Insufficient access", "errorCode": "INSUFFICIENT_ACCESS"}]), "dead",
+        None, id="salesforce-other-403-is-dead",
+    ),
     pytest.param("http", answer(502), "retry", None, id="http-502"),
     pytest.param("http", answer(400), "dead", None, id="http-400"),
     pytest.param("http", answer(401), "dead", None, id="http-401"),
@@ -51,7 +60,7 @@ CASES = [
     pytest.param("slack", answer(410, "channel_is_archived"), "dead", None, id="slack-webhook-410"),
     pytest.param("slack", answer(403, "invalid_token"), "dead", None, id="slack-webhook-403"),
     pytest.param("slack", answer(500, "rollup_error"), "retry", None, id="slack-webhook-500"),
-    pytest.param("slack", answer(429, retry_after="30"), "retry", 30.0, id="slack-429-retry-after"),
+    pytest.param("slack", answer(429, retry_after="30"), "quota", 30.0, id="slack-429-retry-after"),
     *[
         pytest.param("slack", json_answer(200, {"ok": False, "error": error}), "dead", None, id=f"slack-api-{error}")
         for error in (
@@ -72,9 +81,9 @@ CASES = [
         for error in ("team_added_to_org", "org_login_required", "internal_error", "service_unavailable")
     ],
     pytest.param("slack", answer(400, "invalid_blocks"), "dead", None, id="slack-webhook-empty-text-object"),
-    pytest.param("slack", json_answer(200, {"ok": False, "error": "ratelimited"}), "retry", None, id="slack-api-rl"),
+    pytest.param("slack", json_answer(200, {"ok": False, "error": "ratelimited"}), "quota", None, id="slack-api-rl"),
     pytest.param(
-        "slack", json_answer(200, {"ok": False, "error": "ratelimited"}, retry_after="3"), "retry", 3.0,
+        "slack", json_answer(200, {"ok": False, "error": "ratelimited"}, retry_after="3"), "quota", 3.0,
         id="slack-api-ratelimited-retry-after",
     ),
     pytest.param("slack", json_answer(200, {"ok": False}), "dead", None, id="slack-api-error-missing"),
@@ -82,10 +91,10 @@ CASES = [
     pytest.param("discord", answer(204), "delivered", None, id="discord-204"),
     pytest.param("discord", json_answer(200, {"id": "1"}), "delivered", None, id="discord-wait-true-200"),
     pytest.param(
-        "discord", json_answer(429, {"retry_after": 1.25, "global": False}, retry_after="2"), "retry", 1.25,
+        "discord", json_answer(429, {"retry_after": 1.25, "global": False}, retry_after="2"), "quota", 1.25,
         id="discord-429-body-hint",
     ),
-    pytest.param("discord", json_answer(429, {"message": "slow"}, retry_after="2"), "retry", 2.0, id="discord-429-hdr"),
+    pytest.param("discord", json_answer(429, {"message": "slow"}, retry_after="2"), "quota", 2.0, id="discord-429-hdr"),
     pytest.param("discord", json_answer(400, {"message": "Empty message"}), "dead", None, id="discord-400"),
     # Teams Workflows: 202 (the flow runs later), errors as JSON {"error": {"code", "message"}}
     pytest.param("teams", answer(202), "delivered", None, id="teams-202"),
@@ -99,7 +108,7 @@ CASES = [
     ),
     pytest.param("teams", json_answer(404, {"error": {"code": "WorkflowNotFound"}}), "dead", None, id="teams-404"),
     pytest.param("teams", answer(413), "dead", None, id="teams-413"),
-    pytest.param("teams", answer(429, retry_after="7"), "retry", 7.0, id="teams-429"),
+    pytest.param("teams", answer(429, retry_after="7"), "quota", 7.0, id="teams-429"),
     pytest.param("teams", answer(200, "Webhook message delivery failed with error: HTTP error 429"), "delivered",
                  None, id="teams-no-legacy-connector-parsing"),
     # Google Chat: Google API errors, 429 RESOURCE_EXHAUSTED without a hint
@@ -113,7 +122,7 @@ CASES = [
         id="gchat-403",
     ),
     pytest.param(
-        "google_chat", json_answer(429, {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}), "retry", None,
+        "google_chat", json_answer(429, {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}), "quota", None,
         id="gchat-429",
     ),
     # Mattermost: "ok" as text, errors as JSON with an id
@@ -122,7 +131,7 @@ CASES = [
         "mattermost", json_answer(400, {"id": "web.incoming_webhook.text.app_error", "message": "No text specified"}),
         "dead", None, id="mattermost-400",
     ),
-    pytest.param("mattermost", answer(429, "limit exceeded", retry_after="1"), "retry", 1.0, id="mattermost-429"),
+    pytest.param("mattermost", answer(429, "limit exceeded", retry_after="1"), "quota", 1.0, id="mattermost-429"),
     # PagerDuty Events v2
     pytest.param(
         "pagerduty", json_answer(202, {"status": "success", "message": "Event processed", "dedup_key": "k"}),
@@ -132,10 +141,10 @@ CASES = [
         "pagerduty", json_answer(400, {"status": "invalid event", "message": "Event object is invalid"}), "dead",
         None, id="pagerduty-400",
     ),
-    pytest.param("pagerduty", answer(429), "retry", None, id="pagerduty-429"),
+    pytest.param("pagerduty", answer(429), "quota", None, id="pagerduty-429"),
     # Missive: plain rules, Retry-After on 429
     pytest.param("missive", json_answer(201, {"posts": {}}), "delivered", None, id="missive-201"),
-    pytest.param("missive", answer(429, retry_after="60"), "retry", 60.0, id="missive-429"),
+    pytest.param("missive", answer(429, retry_after="60"), "quota", 60.0, id="missive-429"),
     pytest.param("missive", json_answer(404, {"error": "not found"}), "dead", None, id="missive-404"),
 ]
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from gateway.cli.main import main
-from gateway.clock import FakeClock, SystemClock
+from gateway.clock import FakeClock, SystemClock, utc_text
 from gateway.delivery.dead_letters import NotFound, ReplayOutcome, parse_filter, replay, replay_filter
 from gateway.delivery.filters import FilterError
 from gateway.delivery.send import make_session
 from gateway.delivery.worker import Worker
 from gateway.ingest.accept import accept
 from gateway.ingest.signature import sign
-from gateway.model import DeliveryFilter, DeliveryStatus
+from gateway.model import Attempt, AttemptResult, DeliveryFilter, DeliveryStatus, DestinationPause
 from gateway.routing.compiled import LoadedConfig, load_config
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import FIXTURE_SECRET, fixture_bytes
@@ -326,6 +326,27 @@ async def test_cli_shows_one_delivery_with_whole_errors_and_the_attempts_after_a
     assert attempts[1:3] == [f"      error: HTTP 400: {shown}", f"      answer: {shown}"]
     assert attempts[4] == "      answer: created"
     assert "ERROR" not in detail and CRM_TOKEN not in detail
+
+
+async def test_cli_says_which_deliveries_wait_for_a_quota_and_until_when(
+    configure: Callable[..., LoadedConfig], store: SqliteStore, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loaded = configure("http://127.0.0.1:9/notes")
+    await receive(loaded, store, clock)
+    (claimed,) = await store.claim({"crm": 1}, clock.now_ms(), 30_000)
+    until_ms = SystemClock().now_ms() + 3_600_000  # the CLI compares with the time it runs
+    attempt = Attempt(claimed.id, 1, clock.now_ms(), 5.0, 429, "waiting for quota: HTTP 429: slow down", "slow down")
+    pause = DestinationPause("crm", until_ms, "HTTP 429: slow down")
+    await store.finish(claimed, AttemptResult(attempt, DeliveryStatus.PENDING, until_ms, counted=False, pause=pause))
+
+    _, table, _ = await cli(capsys, "deliveries", "-c", str(loaded.file))
+    _, detail, _ = await cli(capsys, "deliveries", "-c", str(loaded.file), "--id", claimed.id)
+
+    waiting = f"waiting for quota until {utc_text(until_ms)}"
+    _, row, count, destination = table.splitlines()
+    assert " pending " in row and " 0/3 " in row and waiting in row
+    assert (count, destination) == ("1 delivery", f"destination crm: {waiting}: HTTP 429: slow down")
+    assert f"  {waiting} (the destination's quota is spent; waiting costs no attempt)" in detail.splitlines()
 
 
 @pytest.mark.parametrize(

@@ -365,7 +365,7 @@ async def test_pagerduty_invalid_event_is_a_dead_letter_with_its_errors(gw: Gate
     assert delivery.last_error is not None and "'payload.severity' is invalid" in delivery.last_error
 
 
-async def test_pagerduty_throttle_is_retried(gw: Gateway) -> None:
+async def test_pagerduty_throttle_is_waited_out(gw: Gateway) -> None:
     async with PagerDutyEvents(now_ms=gw.clock.now_ms) as pagerduty:
         pagerduty.answer_next(json_reply(429, {"status": "throttle event", "message": "Requests for this service "
                                                                                       "are arriving too quickly."}))

@@ -310,3 +310,14 @@ async def test_two_workers_share_the_rate(redis_server: RedisServer) -> None:
             await asyncio.sleep(0.5)  # both workers poll every 50 ms meanwhile; one bucket each would send two
 
     assert len(fake.received) == len(delivered.results) == 1
+
+
+async def test_a_quota_answer_pauses_the_destination_for_every_replica(redis_server: RedisServer) -> None:
+    async with FakeDestination([Reply(429, "slow down", {"Retry-After": "2"}), 200]) as fake:
+        config = destination(concurrency=1)  # one request at a time across both replicas
+        async with two_replicas(redis_server, config, fake.url(), count=4) as delivered:
+            await delivered.wait_for(4)
+
+    paused_s = fake.arrived_at_s[1] - fake.arrived_at_s[0]
+    assert 1.9 <= paused_s < 10  # neither replica sent anything while Retry-After ran
+    assert len(fake.received) == 5

@@ -8,10 +8,10 @@ import logging
 
 import pytest
 
-from gateway.clock import SystemClock
+from gateway.clock import SystemClock, utc_text
 from gateway.delivery.send import signature
 from gateway.model import Attempt, DeliveryStatus
-from tests.delivery.conftest import Rig, destination, most_in_any_window
+from tests.delivery.conftest import START_MS, Rig, destination, most_in_any_window
 from tests.fakes import (
     DROP,
     HANG,
@@ -97,9 +97,11 @@ async def test_slack_ratelimited_is_retried_after_its_hint(rig: Rig) -> None:
         await rig.worker({"slack": destination(type="slack", retry={"backoff": "1ms"})}).drain()
 
     attempts = await rig.attempts(delivery_id)
-    assert [a.error for a in attempts] == ["HTTP 200: slack error ratelimited", None]
+    assert [a.error for a in attempts] == [f"waiting for quota until {utc_text(START_MS + 3000)}: HTTP 200: slack "
+                                           "error ratelimited", None]  # fmt: skip
     assert gaps_ms(starts_ms(attempts))[0] >= 3000
-    assert (await rig.delivery(delivery_id)).status is DeliveryStatus.DELIVERED
+    delivered = await rig.delivery(delivery_id)
+    assert (delivered.status, delivered.attempts) == (DeliveryStatus.DELIVERED, 1)
 
 
 async def test_a_permanent_error_is_not_retried(rig: Rig) -> None:

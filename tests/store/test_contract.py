@@ -10,6 +10,7 @@ import sqlite3
 import sys
 import threading
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from gateway.model import (
     Delivery,
     DeliveryFilter,
     DeliveryStatus,
+    DestinationPause,
     EventQuery,
     NewDelivery,
     NewEvent,
@@ -68,7 +70,8 @@ async def put(store: Store, event_id: str, at_ms: int = T0, *deliveries: NewDeli
 
 
 def attempt_of(delivery: Delivery, at_ms: int, status_code: int | None, error: str | None) -> Attempt:
-    return Attempt(delivery.id, delivery.attempts + 1, at_ms, 12.5, status_code, error, f"excerpt {status_code}")
+    number = delivery.attempts + delivery.quota_waits + 1
+    return Attempt(delivery.id, number, at_ms, 12.5, status_code, error, f"excerpt {status_code}")
 
 
 async def settle(store: Store, destination: str, status: DeliveryStatus, now_ms: int) -> None:
@@ -570,6 +573,84 @@ async def test_ping_answers_while_open_and_fails_once_closed(new_store: StoreFac
         await store.ingest(new_event("late"), [], WINDOW_MS)
 
 
+# --- quota waits and destination pauses ---
+
+
+def quota_wait(delivery: Delivery, at_ms: int, until_ms: int, destination: str = "slack") -> AttemptResult:
+    """What the worker records for a 429: not counted, the delivery and its whole destination wait."""
+    attempt = replace(attempt_of(delivery, at_ms, 429, "waiting for quota"), response_excerpt="slow down")
+    pause = DestinationPause(destination, until_ms, "HTTP 429: slow down")
+    return AttemptResult(attempt, PENDING, until_ms, counted=False, pause=pause)
+
+
+async def test_a_quota_answer_is_recorded_without_spending_an_attempt(store: Store) -> None:
+    await put(store, "e1", T0, new_delivery("d1"))
+    (claimed,) = await store.claim({"slack": 1}, T0, LEASE_MS)
+
+    assert await store.finish(claimed, quota_wait(claimed, T0, T0 + 60_000))
+
+    after = await store.get_delivery("d1")
+    assert after is not None
+    assert (after.status, after.attempts, after.quota_waits, after.next_attempt_at_ms) == (PENDING, 0, 1, T0 + 60_000)
+    (again,) = await store.claim({"slack": 1}, T0 + 60_000, LEASE_MS)
+    retry = AttemptResult(attempt_of(again, T0 + 60_000, 503, "HTTP 503"), PENDING, T0 + 61_000)
+    assert await store.finish(again, retry)
+    after = await store.get_delivery("d1")
+    assert after is not None and (after.attempts, after.quota_waits) == (1, 1)
+    assert [a.number for a in await store.list_attempts("d1")] == [1, 2]
+
+    await settle(store, "slack", DEAD, T0 + 61_000)
+    assert await store.requeue(["d1"], T0 + 70_000) == 1
+    requeued = await store.get_delivery("d1")
+    assert requeued is not None and (requeued.attempts, requeued.quota_waits) == (0, 0)
+
+
+async def test_a_paused_destination_is_not_claimed_until_its_pause_ends(new_store: StoreFactory) -> None:
+    store = new_store()
+    await store.open()
+    await put(store, "e1", T0, new_delivery("d1", "slack"), new_delivery("d2", "slack"), new_delivery("h", "hubspot"))
+    (first, _) = await store.claim({"slack": 2}, T0, LEASE_MS)
+    await store.finish(first, quota_wait(first, T0, T0 + 900_000))
+    await store.close()
+    store = new_store()  # the pause outlives a restart, and another replica sees it
+    await store.open()
+    try:
+        assert await store.pauses(T0) == [DestinationPause("slack", T0 + 900_000, "HTTP 429: slow down")]
+        claimed = await store.claim({"slack": 5, "hubspot": 5}, T0 + LEASE_MS, LEASE_MS)
+        assert ids(claimed) == ["h"]
+        await store.finish(claimed[0], AttemptResult(attempt_of(claimed[0], T0 + LEASE_MS, 200, None), DELIVERED))
+        assert await store.next_due_ms() == T0 + 900_000  # d2 was due long before, but slack is paused
+        assert await store.claim({"slack": 5}, T0 + 899_999, LEASE_MS) == []
+
+        assert sorted(ids(await store.claim({"slack": 5}, T0 + 900_000, LEASE_MS))) == ["d1", "d2"]
+        assert await store.pauses(T0 + 900_000) == []
+    finally:
+        await store.close()
+
+
+async def test_a_pause_only_grows_longer(store: Store) -> None:
+    await put(store, "e1", T0, new_delivery("d1"), new_delivery("d2"))
+    first, second = await store.claim({"slack": 2}, T0, LEASE_MS)
+
+    await store.finish(first, quota_wait(first, T0, T0 + 600_000))
+    await store.finish(second, quota_wait(second, T0 + 5, T0 + 30_000))  # a shorter hint answered meanwhile
+
+    assert [pause.until_ms for pause in await store.pauses(T0)] == [T0 + 600_000]
+    assert await store.pauses(T0 + 600_000) == []
+
+
+async def test_next_due_ms_holds_a_paused_destination_back_to_the_pause_end(store: Store) -> None:
+    await put(store, "e1", T0, new_delivery("d1", "slack"), new_delivery("h1", "hubspot"))
+    (paused,) = await store.claim({"slack": 1}, T0, LEASE_MS)
+    await store.finish(paused, quota_wait(paused, T0, T0 + 120_000))
+    (other,) = await store.claim({"hubspot": 1}, T0, LEASE_MS)
+    await store.finish(other, AttemptResult(attempt_of(other, T0, 503, "HTTP 503"), PENDING, T0 + 50_000))
+
+    assert await store.next_due_ms() == (await store.stats()).oldest_due_ms == T0 + 50_000
+    await settle(store, "hubspot", DELIVERED, T0 + 50_000)
+    assert await store.next_due_ms() == (await store.stats()).oldest_due_ms == T0 + 120_000
+
+
 # --- SQLite only ---
 
 KILL_SCRIPT = """
@@ -672,7 +753,7 @@ def make_version_1(path: Path) -> None:
                      "NULL, NULL)", row)
 
 
-async def test_sqlite_migrates_a_version_1_database_keeping_its_queue(tmp_path: Path) -> None:
+async def test_sqlite_migrates_a_version_1_database_keeping_its_queue_to_chains_and_quota_waits(tmp_path: Path) -> None:
     path = tmp_path / "gateway.db"
     await asyncio.to_thread(make_version_1, path)
 
@@ -684,6 +765,9 @@ async def test_sqlite_migrates_a_version_1_database_keeping_its_queue(tmp_path: 
         await put(store, "e2", T0, chained("d2", "d1"))
         held = await store.get_delivery("d2")
         assert held is not None and (held.status, held.template) == (HELD, TEMPLATE)
+        assert claimed.quota_waits == 0
+        assert await store.finish(claimed, quota_wait(claimed, T0, T0 + 1_000))
+        assert await store.pauses(T0) == [DestinationPause("slack", T0 + 1_000, "HTTP 429: slow down")]
     finally:
         await store.close()
     assert await asyncio.to_thread(read_pragmas, path) == ("wal", SCHEMA_VERSION)

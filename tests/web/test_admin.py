@@ -13,6 +13,7 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
+from gateway.clock import utc_text
 from gateway.delivery.send import make_session
 from gateway.delivery.worker import Worker
 from gateway.ingest.signature import sign
@@ -130,7 +131,7 @@ async def test_admin_api_needs_the_token(
     client = await gateway(config_text("http://127.0.0.1:9/"))
     response = await client.get("/admin/deliveries", headers=headers)
     if status == 200:
-        assert await ok(response) == {"deliveries": [], "count": 0, "limit": 100}
+        assert await ok(response) == {"deliveries": [], "count": 0, "limit": 100, "waiting_for_quota": []}
     else:
         assert "missing or wrong admin token" in await error_of(response, 401)
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
@@ -360,3 +361,32 @@ async def test_deliveries_queued_under_an_earlier_config_stay_masked_after_a_rel
     listed = json.dumps(await ok(await client.get("/admin/deliveries", headers=AUTH)))
     assert "k=***&" in listed
     assert old_key not in listed and new_key not in listed
+
+
+async def test_deliveries_and_destinations_say_waiting_for_quota_until(
+    gateway: Callable[..., Awaitable[Client]],
+) -> None:
+    async with FakeDestination([Reply(429, "daily limit reached", {"Retry-After": "3600"})]) as crm:
+        client = await gateway(config_text(crm.url("/notes")), run_worker=True)
+        await post_event(client)
+        await crm.wait_for_requests(1)
+        async with asyncio.timeout(10):
+            while True:  # the worker records the attempt and the pause just after the answer
+                if await client.app[STORE].pauses(0):
+                    break
+                await asyncio.sleep(0.02)
+
+        listed = await ok(await client.get("/admin/deliveries", headers=AUTH))
+        destinations = await ok(await client.get("/admin/destinations", headers=AUTH))
+
+    [delivery] = listed["deliveries"]
+    until_ms = delivery["waiting_for_quota_until_ms"]
+    assert (delivery["status"], delivery["attempts"], delivery["quota_waits"]) == ("pending", 0, 1)
+    assert delivery["last_error"] == f"waiting for quota until {utc_text(until_ms)}: HTTP 429: daily limit reached"
+    [waiting] = listed["waiting_for_quota"]
+    assert waiting == {"destination": "crm", "until_ms": until_ms, "reason": "HTTP 429: daily limit reached",
+                       "text": f"waiting for quota until {utc_text(until_ms)}: HTTP 429: daily limit reached"}
+    assert destinations == {"destinations": [
+        {"name": "crm", "type": "http", "waiting_for_quota": waiting},
+        {"name": "other", "type": "http", "waiting_for_quota": None},
+    ]}  # fmt: skip
