@@ -1,8 +1,11 @@
 # The gateway as a small image. Build and run:
 #   docker build -t missive-gateway .
 #   docker run -p 8080:8080 -e MISSIVE_SECRET=... \
-#     -v "$PWD/config.yaml:/config/config.yaml:ro" -v gateway-data:/data missive-gateway
-# Without a config mounted it serves the bundled config.example.yaml. See README "Running in Docker".
+#     -v "$PWD/gateway-config:/config:ro" -v gateway-data:/data missive-gateway
+# Mount the config's folder (holding config.yaml and its template files), not the file alone: an editor
+# that saves by renaming would leave a file mount on the old copy, and hot reload would never see the edit.
+# Without a config mounted it serves the bundled config.example.yaml, and refuses to while MISSIVE_SECRET is
+# unset (the example's placeholder secret). See README "Running in Docker".
 
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
@@ -28,10 +31,12 @@ COPY --from=build /opt/gateway /opt/gateway
 COPY config.example.yaml /config/config.yaml
 
 # GATEWAY_DB and GATEWAY_PORT are read by config.example.yaml (${GATEWAY_DB:-...}, ${GATEWAY_PORT:-8080});
-# the health check probes GATEWAY_PORT, so keep it equal to server.port in a config of your own.
+# GATEWAY_PORT is the port the gateway listens on, and the health check probes it: keep it equal to
+# server.port in a config of your own. GATEWAY_CONFIG is the config every command reads (`-c` overrides it).
 ENV PATH=/opt/gateway/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    GATEWAY_CONFIG=/config/config.yaml \
     GATEWAY_DB=/data/gateway.db \
     GATEWAY_PORT=8080
 
@@ -43,6 +48,7 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('GATEWAY_PORT', '8080'), timeout=4)"]
 
 # Exec form: the gateway is PID 1 and gets SIGTERM itself; it stops taking requests, lets work in
-# flight finish within server.shutdown_grace, and exits 0. Other commands: `docker run IMAGE check`.
+# flight finish within server.shutdown_grace, and exits 0. SIGHUP reloads (`docker kill -s HUP NAME`).
+# Other commands: `docker run IMAGE check`, `docker exec NAME gateway deliveries --status dead`.
 ENTRYPOINT ["gateway"]
-CMD ["serve", "-c", "/config/config.yaml"]
+CMD ["serve"]

@@ -15,8 +15,11 @@ $(BIN)/gateway: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,speed]'
 	touch $@
 
+# The example config listens on $GATEWAY_HOST: loopback here, since its placeholder secret is refused on any
+# other address until MISSIVE_SECRET is set (`make run GATEWAY_HOST=0.0.0.0 MISSIVE_SECRET=...`).
+GATEWAY_HOST ?= 127.0.0.1
 run: $(BIN)/gateway
-	$(BIN)/gateway serve -c $(CONFIG)
+	GATEWAY_HOST=$(GATEWAY_HOST) $(BIN)/gateway serve -c $(CONFIG)
 
 test: $(BIN)/gateway
 	scripts/ensure-redis

@@ -55,15 +55,23 @@ def test_each_example_is_valid_and_its_cases_pass(config: Path) -> None:
 
 
 @pytest.mark.parametrize("compose", ["compose.yaml", "compose.redis.yaml"])
-def test_compose_files_mount_configs_that_exist(compose: str) -> None:
+def test_compose_files_mount_a_config_folder_and_read_an_env_file(compose: str) -> None:
     services = yaml.safe_load((EXAMPLES.parent / compose).read_text(encoding="utf-8"))["services"]
     gateways = [service for service in services.values() if service.get("build") == "."]
     assert gateways
     for service in gateways:
-        [mount] = [volume for volume in service["volumes"] if volume.endswith(":/config/config.yaml:ro")]
-        default = re.fullmatch(r"\$\{GATEWAY_CONFIG:-(.+)\}:/config/config.yaml:ro", mount)
-        assert default and (EXAMPLES.parent / default.group(1)).is_file()
+        # The folder, not one file: a file mount keeps the old copy when an editor renames over the file.
+        [mount] = [volume for volume in service["volumes"] if volume.endswith(":/config:ro")]
+        folder = re.fullmatch(r"\$\{GATEWAY_CONFIG_DIR:-(.+)\}:/config:ro", mount)
+        file = re.fullmatch(r"/config/\$\{GATEWAY_CONFIG_FILE:-(.+)\}", service["environment"]["GATEWAY_CONFIG"])
+        assert folder and file and (EXAMPLES.parent / folder.group(1) / file.group(1)).is_file()
+        assert service["env_file"] == [{"path": ".env", "required": False}]
+        # GATEWAY_PORT is the port the gateway listens on, whatever the host publishes it as.
+        assert service["environment"]["GATEWAY_PORT"] == "${GATEWAY_PORT:-8080}"
+        assert all(port.endswith(":${GATEWAY_PORT:-8080}") for port in service["ports"])
         assert service["stop_grace_period"] == "30s"
+    example = (EXAMPLES.parent / ".env.example").read_text(encoding="utf-8")
+    assert {"MISSIVE_SECRET=", "GATEWAY_PORT=8080"} <= set(example.splitlines())
 
 
 def test_redis_compose_fsyncs_every_write() -> None:

@@ -92,7 +92,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", type=Path, default=Path("config.yaml"), help="config file")
+    default = os.environ.get("GATEWAY_CONFIG") or "config.yaml"  # the container image sets GATEWAY_CONFIG
+    parser.add_argument("-c", "--config", type=Path, default=Path(default),
+                        help="config file (default: $GATEWAY_CONFIG, else config.yaml)")
 
 
 def _listen_args(parser: argparse.ArgumentParser) -> None:
@@ -206,11 +208,13 @@ def _worker(args: argparse.Namespace) -> int:
 def _run_app(args: argparse.Namespace, run_worker: bool, receive: bool) -> int:
     from gateway.ops.config_holder import ConfigHolder
     from gateway.web.app import create_app
-    from gateway.web.listeners import bind
+    from gateway.web.listeners import bind, refuse_placeholder_secrets
     from gateway.web.server import serve
 
     setup_logging(args.log_format, args.log_level)
     loaded = load_config(args.config)
+    if receive:
+        refuse_placeholder_secrets(loaded, args.host or loaded.config.server.host)
     sockets = bind(loaded.config, args.host, args.port)  # before the store opens: a busy port fails at once
     app = create_app(ConfigHolder(loaded), run_worker=run_worker, receive=receive)
     gc.freeze()  # what start-up built lives as long as the process: keep it out of every collection

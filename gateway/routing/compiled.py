@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,7 @@ class LoadedConfig:
     routes: tuple[CompiledRoute, ...]
     secrets: frozenset[str]
     masker: Masker
+    variables: Mapping[str, list[str]] = field(default_factory=dict)  # YAML path -> the ${VAR}s read
 
     def source_path(self, name: str) -> str:
         return self.config.sources[name].path or f"/hooks/{name}"
@@ -130,7 +131,10 @@ def load_config(file: str | Path, environ: typing.Mapping[str, str] | None = Non
     routes = _compile_routes(read.config, read.file.parent, read.problems)
     read.fail_if_problems()
     secrets = frozenset(config_credentials(read.config, read.document.secret_values))
-    return LoadedConfig(file=read.file, config=read.config, routes=routes, secrets=secrets, masker=Masker(secrets))
+    return LoadedConfig(
+        file=read.file, config=read.config, routes=routes, secrets=secrets, masker=Masker(secrets),
+        variables=read.document.variables,
+    )
 
 
 def _compile_routes(config: GatewayConfig, base_dir: Path, problems: list[ConfigProblem]) -> tuple[CompiledRoute, ...]:

@@ -7,16 +7,19 @@ A request on the wrong side gets the 404 an unknown path gets.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 from aiohttp import web
 
 from gateway.config.schema import GatewayConfig
 from gateway.errors import GatewayError
+from gateway.routing.compiled import LoadedConfig
 from gateway.web.errors import Handler, error_response
 from gateway.web.keys import ADMIN_PORT
 
 DEFAULT_ADMIN_HOST = "127.0.0.1"
+PLACEHOLDER_PREFIX = "change-me"  # the example config's secret when MISSIVE_SECRET is unset starts so
 _ADMIN_SIDE = ("/admin/", "/console/")
 _ADMIN_SIDE_EXACT = frozenset({"/admin", "/console", "/metrics"})
 _BOTH_SIDES = frozenset({"/healthz", "/readyz"})
@@ -48,6 +51,32 @@ def _listen(host: str, port: int) -> socket.socket:
         return socket.create_server((host, port), family=family, backlog=512)
     except OSError as exc:
         raise GatewayError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def refuse_placeholder_secrets(loaded: LoadedConfig, host: str) -> None:
+    """Refuse to take webhooks from beyond this machine while a source's secret is a placeholder (`change-me...`,
+    the example config's default when MISSIVE_SECRET is unset): anyone who read the example could sign."""
+    if is_loopback(host):
+        return
+    for name, source in loaded.config.sources.items():
+        for index, secret in enumerate(source.secrets):
+            if not secret.get_secret_value().lower().startswith(PLACEHOLDER_PREFIX):
+                continue
+            variables = loaded.variables.get(f"sources.{name}.secrets[{index}]")
+            fix = f"set {variables[0]}" if variables else f"write it in sources.{name}.secrets"
+            raise GatewayError(
+                f"source '{name}' still has a placeholder secret ('{PLACEHOLDER_PREFIX}...') and the gateway would "
+                f"listen on {host}: {fix} to the secret of your Missive rule (or listen on 127.0.0.1 to try it)"
+            )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def on_admin_side(path: str) -> bool | None:

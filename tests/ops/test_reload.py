@@ -330,6 +330,28 @@ async def test_sighup_reloads_a_real_process(tmp_path: Path) -> None:
     assert reloaded[0]["logger"] == "gateway.reload"
 
 
+async def test_a_file_renamed_over_the_config_reloads_a_real_process(tmp_path: Path) -> None:
+    """What editors that save atomically do (and what only a mounted folder, not a mounted file, passes on to a
+    container): a new file, a new inode, renamed over the config. The watcher follows the path, not the inode."""
+    folder = tmp_path / "config"
+    folder.mkdir()
+    async with FakeDestination() as first, FakeDestination() as second:
+        config = folder / "config.yaml"
+        config.write_text(base_config(first.url()), encoding="utf-8")
+        gateway = await start_gateway(config)
+        try:
+            assert (await gateway.post("/hooks/missive", SMS))[1]["deliveries"] == 0  # no route for SMS yet
+            inode = config.stat().st_ino
+            replace_file(config, with_sms_route(first.url(), second.url()))
+            assert config.stat().st_ino != inode
+            await gateway.wait_for_log(lambda record: record["msg"].startswith("config reloaded (file changed)"))
+            assert (await gateway.post("/hooks/missive", SMS + b"\n"))[1]["deliveries"] == 1
+            await second.wait_for_requests(1)
+        finally:
+            await stop_gateway(gateway)
+    assert gateway.process.returncode == 0
+
+
 # --- the worker takes new destination settings -------------------------------------------------------------------
 
 def destination(url: str, **fields: Any) -> DestinationConfig:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -99,3 +102,50 @@ def test_the_admin_port_cannot_be_the_public_one(write_config: Callable[[str, st
     loaded = load_config(write_config(with_admin_listener(port), "config.yaml"), environ=ENV)
     with pytest.raises(GatewayError, match=rf"admin.port {port} is the public port too"):
         bind(loaded.config, "127.0.0.1", port)
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
+
+
+def serve_example(tmp_path: Path, host: str, **env: str) -> subprocess.Popen[str]:
+    environ = {key: value for key, value in os.environ.items() if key != "MISSIVE_SECRET"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "-c", str(EXAMPLE), "--host", host, "--port", str(free_port()),
+         "--log-format", "text"],
+        env={**environ, "GATEWAY_DB": str(tmp_path / "gateway.db"), **env}, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+
+
+def test_the_example_placeholder_secret_is_refused_beyond_loopback(tmp_path: Path) -> None:
+    """What the image does when MISSIVE_SECRET is not given: one line saying what to set, before anything opens."""
+    refused = serve_example(tmp_path, "0.0.0.0")
+    output, _ = refused.communicate(timeout=60)
+    assert refused.returncode == 1
+    assert output.splitlines() == [
+        "error: source 'missive' still has a placeholder secret ('change-me...') and the gateway would listen on "
+        "0.0.0.0: set MISSIVE_SECRET to the secret of your Missive rule (or listen on 127.0.0.1 to try it)"
+    ]
+    assert not (tmp_path / "gateway.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("host", "env"),
+    [
+        pytest.param("127.0.0.1", {}, id="loopback-with-the-placeholder"),
+        pytest.param("0.0.0.0", {"MISSIVE_SECRET": "the-rule-secret-8f2c"}, id="any-address-with-a-secret"),
+    ],
+)
+def test_the_example_serves_on_loopback_or_with_a_secret(tmp_path: Path, host: str, env: dict[str, str]) -> None:
+    process = serve_example(tmp_path, host, **env)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # the gateway logs where it listens once it answers
+            if "listening on http://" in line:
+                break
+        else:
+            raise AssertionError("the gateway stopped before listening")
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)
+    assert process.returncode == 0
