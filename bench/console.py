@@ -66,6 +66,7 @@ def pages(count: int) -> dict[str, str]:
         "events: dead deliveries": "/console/events?status=dead",
         "events: rule type, last day": "/console/events?type=label_change&since=1d",
         "events: live rows, nothing new": f"/console/events/rows?after={T0_MS + SPAN_MS}:evt_z",
+        "overview (the last day: ~14,000 events)": "/console/",
     }
 
 
