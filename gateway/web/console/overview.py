@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
+from gateway.delivery import quota_waits
 from gateway.model import Activity, DestinationActivity, HourCounts
 from gateway.web.console.guard import Visit
 from gateway.web.keys import STORE
@@ -49,6 +51,7 @@ class DestinationRow:
     needs_a_person: bool
     stuck: bool
     bars: list[Bar]
+    quota: dict[str, Any] | None  # the spent quota it waits for, as `gateway deliveries` shows it
 
 
 def _bars(stacks: list[list[tuple[str, int]]], describe: list[str]) -> list[Bar]:
@@ -75,18 +78,22 @@ def _hour_label(name: str, counts: HourCounts) -> str:
     return f"from {name}: {counts.delivered} delivered, {counts.pending} pending, {counts.dead} dead"
 
 
-def destination_rows(activity: Activity, kinds: Mapping[str, str], now_ms: int) -> list[DestinationRow]:
+def destination_rows(
+    activity: Activity, kinds: Mapping[str, str], now_ms: int, quotas: Mapping[str, dict[str, Any]]
+) -> list[DestinationRow]:
     empty = DestinationActivity(0, 0, 0, 0, None, None, None, (HourCounts(),) * BUCKETS)
     names = _stretch_names(activity.since_ms, BUCKETS)
     rows = []
     for name in sorted(set(kinds) | set(activity.destinations)):
         found = activity.destinations.get(name, empty)
-        stuck = found.oldest_pending_ms is not None and now_ms - found.oldest_pending_ms > STUCK_AFTER_MS
+        quota = quotas.get(name)  # waiting for a spent quota is the plan, not something stuck
+        oldest_ms = found.oldest_pending_ms
+        stuck = quota is None and oldest_ms is not None and now_ms - oldest_ms > STUCK_AFTER_MS
         stacks = [[("delivered", h.delivered), ("pending", h.pending), ("dead", h.dead)] for h in found.buckets]
         labels = [_hour_label(label, counts) for label, counts in zip(names, found.buckets, strict=True)]
         rows.append(DestinationRow(
             name, kinds.get(name, "no longer in the config"), sum(h.delivered for h in found.buckets), found,
-            needs_a_person=found.dead > 0 or stuck, stuck=stuck, bars=_bars(stacks, labels),
+            needs_a_person=found.dead > 0 or stuck, stuck=stuck, bars=_bars(stacks, labels), quota=quota,
         ))  # fmt: skip
     return rows
 
@@ -107,7 +114,9 @@ async def overview_page(request: web.Request, visit: Visit) -> web.StreamRespons
     activity = await request.app[STORE].activity(since_ms, BUCKET_MS, BUCKETS, visit.now_ms)
     config = visit.loaded.config
     kinds = {name: destination.type for name, destination in config.destinations.items()}
-    destinations = destination_rows(activity, kinds, visit.now_ms)
+    pauses = await quota_waits.quota_pauses(request.app[STORE], visit.now_ms)
+    quotas = {name: quota_waits.pause_document(pause, visit.masker) for name, pause in pauses.items()}
+    destinations = destination_rows(activity, kinds, visit.now_ms, quotas)
     return visit.page(
         "overview.html", nav="overview", sources=source_rows(activity, list(config.sources)),
         destinations=destinations, attention=[row for row in destinations if row.needs_a_person],

@@ -12,6 +12,7 @@ import yaml
 from aiohttp import web
 
 from gateway.delivery import dead_letters as deliveries
+from gateway.delivery import quota_waits
 from gateway.errors import GatewayError
 from gateway.model import StoredEvent
 from gateway.routing.compiled import LoadedConfig
@@ -27,7 +28,9 @@ async def event_page(request: web.Request, visit: Visit) -> web.StreamResponse:
     masker = visit.masker
     event, found = await deliveries.event_detail(store, request.match_info["id"])
     attempts = await asyncio.gather(*(store.list_attempts(delivery.id) for delivery in found))
-    shown = [deliveries.detail_document(delivery, log, masker) for delivery, log in zip(found, attempts, strict=True)]
+    pauses = await quota_waits.quota_pauses(store, visit.now_ms)
+    shown = [deliveries.detail_document(delivery, log, masker, pauses)
+             for delivery, log in zip(found, attempts, strict=True)]  # fmt: skip
     return visit.page(
         "event.html", nav="events", event=deliveries.event_document(event, [], masker), deliveries=shown,
         trace=trace(visit.loaded, event),

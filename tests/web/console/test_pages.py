@@ -10,11 +10,12 @@ from collections.abc import Awaitable, Callable
 import pytest
 from markupsafe import escape
 
+from gateway.clock import SystemClock
 from gateway.ingest.signature import sign
-from gateway.web.keys import CONFIG
+from gateway.web.keys import CONFIG, STORE
 from tests.conftest import FIXTURE_SECRET, fixture_bytes
 from tests.delivery.test_dead_letters import CRM_TOKEN, EITHER_EMAIL, EMAIL, SECRETS, config_text
-from tests.fakes import FakeDestination, Reply
+from tests.fakes import FakeDestination, Reply, retry_after
 from tests.web.console.conftest import Console
 from tests.web.test_admin import ADMIN, CONFIG_SECRETS, SECRET_CONFIG, deliver, post_event
 
@@ -142,3 +143,20 @@ async def test_a_chained_request_shows_as_held_and_cannot_be_replayed_yet(consol
     assert '<button type="submit" name="rerender" value="0" disabled>Replay</button>' in held
     assert "Held until the step it runs after is delivered." in held
     assert "Rendered from the answer of step <code>contact</code> once it is delivered." in page  # the trace
+
+
+async def test_a_destination_waiting_for_its_quota_says_until_when(console: Start) -> None:
+    async with FakeDestination([retry_after(600)]) as crm:
+        gateway = await console(config_text(crm.url("/notes")), run_worker=True)
+        event_id = await post_event(gateway.client)
+        await crm.wait_for_requests(1)
+        async with asyncio.timeout(10):
+            while not (await gateway.app[STORE].pauses(SystemClock().now_ms())):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        await gateway.login()
+        event = " ".join(html.unescape(await gateway.page(f"/console/events/{event_id}")).split())
+        overview = " ".join(html.unescape(await gateway.page("/console/")).split())
+
+    assert "Quota waits</dt><dd>1</dd>" in event and "Waiting for quota</dt><dd class=\"waiting-text\">until " in event
+    assert "Waiting for quota until " in overview and "HTTP 429" in overview
+    assert "Nothing needs a person" in overview  # a wait the service asked for is not a problem
