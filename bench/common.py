@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -12,6 +14,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +123,57 @@ def _latency(output: str, percentile: str) -> float:
         return float("nan")
     value, unit = float(match.group(1)), match.group(2)
     return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def varied_bodies(count: int, seed: int = 7) -> list[bytes]:
+    """`count` incoming-email events of one team, as Missive would send them: the same organisation, team,
+    users and labels, each with its own conversation, message, sender, subject, preview and times.
+
+    Routes match them as they match the fixture; stores cannot compress them down to one repeated body.
+    """
+    rng = random.Random(seed)
+    template = json.loads((FIXTURES / "incoming-email-with-labels.json").read_bytes())
+    words = ("order invoice refund shipping delayed damaged quote pricing urgent thanks account billing "
+             "pallet customs tracking replacement warranty discount contract renewal").split()
+    first = ["Priya", "Tomasz", "Amara", "Kenji", "Lucia", "Omar", "Freya", "Diego", "Hana", "Ivan"]
+    last = ["Natarajan", "Wojcik", "Okafor", "Sato", "Ferreira", "Haddad", "Larsen", "Morales", "Kim", "Petrov"]
+    bodies = []
+    for _ in range(count):
+        event = json.loads(json.dumps(template))
+        conversation, message = event["conversation"], event["message"]
+        old_id, new_id = conversation["id"], str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        name = f"{rng.choice(first)} {rng.choice(last)}"
+        address = f"{name.lower().replace(' ', '.')}{rng.randint(1, 999)}@{rng.choice(['example.org', 'example.net'])}"
+        subject = " ".join(rng.choice(words) for _ in range(rng.randint(3, 8))).capitalize()
+        conversation["id"], conversation["latest_message_subject"] = new_id, subject
+        conversation["web_url"] = conversation["web_url"].replace(old_id, new_id)
+        conversation["app_url"] = conversation["app_url"].replace(old_id, new_id)
+        conversation["authors"] = [{"name": name, "address": address}]
+        conversation["created_at"] += rng.randint(0, 10**7)
+        message["id"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        message["subject"] = subject
+        message["preview"] = " ".join(rng.choice(words) for _ in range(rng.randint(10, 30)))
+        message["from_field"] = {**message["from_field"], "name": name, "address": address}
+        message["delivered_at"] = conversation["created_at"] + rng.randint(0, 100)
+        bodies.append(json.dumps(event, separators=(",", ":")).encode() + b"\n")
+    return bodies
+
+
+def wrk_post_many_script(path: Path, bodies: list[bytes], signatures: list[str], headers: dict[str, str]) -> Path:
+    """A wrk Lua script that POSTs `bodies` in turn, each with its own X-Hook-Signature, and `headers`."""
+    lines = [f"wrk.headers[{_lua_string(name)}] = {_lua_string(value)}" for name, value in headers.items()]
+    lines.append("local bodies = {" + ",\n".join(_lua_string(body.decode()) for body in bodies) + "}")
+    lines.append("local signatures = {" + ",\n".join(_lua_string(value) for value in signatures) + "}")
+    lines += [
+        "local next_one = 0",
+        "request = function()",
+        "  next_one = next_one % #bodies + 1",
+        '  wrk.headers["X-Hook-Signature"] = signatures[next_one]',
+        '  return wrk.format("POST", nil, nil, bodies[next_one])',
+        "end",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def wrk_post_script(path: Path, body: bytes, headers: dict[str, str]) -> Path:

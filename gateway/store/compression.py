@@ -39,6 +39,7 @@ class Kind(Enum):
     PAYLOAD = "payload"
     BODY = "body"
     HEADERS = "headers"
+    CHAIN = "chain"  # what a chained request needs to be rendered, and the step answers it was rendered from
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ Reads run on a second thread with their own connection; WAL lets them run beside
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +40,7 @@ from gateway.model import (
 from gateway.store import sqlite_pauses
 from gateway.store import sqlite_queue as queue
 from gateway.store.base import Store
+from gateway.store.compression import Codec, Dictionary
 from gateway.store.sqlite_activity import read_activity
 from gateway.store.sqlite_events import find_events
 from gateway.store.sqlite_file import QUICK_CHECK_BUDGET_S, DamagedFile
@@ -62,14 +65,18 @@ class SqliteStore(Store):
         self._writer: GroupCommitWriter | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
+        self._codec: Codec | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         try:
             write_conn = await asyncio.to_thread(open_writer_connection, self._path, self._check_budget_s)
             self._writer = GroupCommitWriter(write_conn, loop)
             self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-sqlite-reader")
             self._read_conn = await loop.run_in_executor(self._reader, connect, self._path, True)
+            known = await self._write(queue.load_dictionaries)
+            self._codec = Codec(known, self._keep_dictionary, self._find_dictionary)
         except DamagedFile as exc:
             await self.close()
             raise StoreUnavailable(str(exc)) from exc
@@ -103,16 +110,16 @@ class SqliteStore(Store):
     async def ingest(
         self, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int, state: StateWrite | None = None
     ) -> IngestResult:
-        return await self._write(queue.ingest, event, deliveries, dedupe_window_ms, state)
+        return await self._write(queue.ingest, self._require_codec(), event, deliveries, dedupe_window_ms, state)
 
     async def read_state(self, keys: StateKeys, now_ms: int) -> StateSnapshot:
         return await self._read(read_state, keys, now_ms)
 
     async def claim(self, capacity: Mapping[str, int], now_ms: int, lease_ms: int) -> list[Delivery]:
-        return await self._write(queue.claim, capacity, now_ms, lease_ms)
+        return await self._write(queue.claim, self._require_codec(), capacity, now_ms, lease_ms)
 
     async def finish(self, delivery: Delivery, result: AttemptResult) -> bool:
-        return await self._write(queue.finish, delivery, result)
+        return await self._write(queue.finish, self._require_codec(), delivery, result)
 
     async def next_due_ms(self) -> int | None:
         return await self._read(sqlite_pauses.next_due_ms)
@@ -121,16 +128,16 @@ class SqliteStore(Store):
         return await self._read(sqlite_pauses.active, now_ms)
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
-        return await self._read(queue.get_event, event_id)
+        return await self._read(queue.get_event, self._require_codec(), event_id)
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
-        return await self._read(queue.get_delivery, delivery_id)
+        return await self._read(queue.get_delivery, self._require_codec(), delivery_id)
 
     async def list_attempts(self, delivery_id: str) -> list[Attempt]:
         return await self._read(queue.list_attempts, delivery_id)
 
     async def list_deliveries(self, where: DeliveryFilter) -> list[Delivery]:
-        return await self._read(queue.list_deliveries, where)
+        return await self._read(queue.list_deliveries, self._require_codec(), where)
 
     async def find_events(self, query: EventQuery) -> EventPage:
         return await self._read(find_events, query)
@@ -138,7 +145,7 @@ class SqliteStore(Store):
     async def requeue(
         self, delivery_ids: list[str], now_ms: int, requests: Mapping[str, RenderedRequest] | None = None
     ) -> int:
-        return await self._write(queue.requeue, delivery_ids, now_ms, requests or {})
+        return await self._write(queue.requeue, self._require_codec(), delivery_ids, now_ms, requests or {})
 
     async def prune(self, before_ms: int) -> int:
         # In chunks, each its own write, so a large prune never holds up ingest for long.
@@ -157,6 +164,25 @@ class SqliteStore(Store):
 
     async def activity(self, since_ms: int, bucket_ms: int, buckets: int, now_ms: int) -> Activity:
         return await self._read(read_activity, since_ms, bucket_ms, buckets, now_ms)
+
+    def _require_codec(self) -> Codec:
+        if self._codec is None:
+            raise StoreUnavailable(f"SQLite store {self._path} is not open")
+        return self._codec
+
+    def _keep_dictionary(self, dictionary: Dictionary) -> None:
+        """Called from the codec's training thread: commit the dictionary before the codec compresses with it."""
+        if self._loop is None:
+            raise StoreUnavailable(f"SQLite store {self._path} is not open")
+        kept = asyncio.run_coroutine_threadsafe(
+            self._write(queue.keep_dictionary, dictionary, int(time.time() * 1000)), self._loop
+        )
+        kept.result(timeout=_PING_TIMEOUT_S)
+
+    def _find_dictionary(self, dictionary_id: int) -> Dictionary | None:
+        """A dictionary another process trained, read on the calling thread with a connection of its own."""
+        with contextlib.closing(connect(self._path, read_only=True)) as conn:
+            return queue.find_dictionary(conn, dictionary_id)
 
     async def _write(self, op: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:
         if self._writer is None:

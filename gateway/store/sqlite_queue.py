@@ -1,7 +1,8 @@
 """The SQLite store's work on events and deliveries: each function runs on a connection inside a transaction.
 
 `gateway.store.sqlite.SqliteStore` runs the writes in its group-commit writer thread and the reads
-in its reader thread; nothing here knows about threads or the event loop.
+in its reader thread; nothing here knows about threads or the event loop. Payloads, request bodies,
+headers and chain snapshots are stored packed by the store's `Codec` (`gateway.store.compression`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from gateway.model import (
     StoredEvent,
 )
 from gateway.store import sqlite_pauses
+from gateway.store.compression import Codec, Dictionary, Kind
 from gateway.store.sqlite_state import still_as_seen, write_state
 
 PRUNE_CHUNK = 500
@@ -85,7 +87,7 @@ def touch(conn: sqlite3.Connection) -> None:
 
 
 def ingest(
-    conn: sqlite3.Connection, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int,
+    conn: sqlite3.Connection, codec: Codec, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int,
     state: StateWrite | None,
 ) -> IngestResult:  # fmt: skip
     if dedupe_window_ms > 0:
@@ -97,26 +99,39 @@ def ingest(
         return IngestResult(event_id=event.id, deliveries=0, conflict=True)
     at_ms = event.received_at_ms
     facts = event.facts
-    conn.execute(_INSERT_EVENT, (event.id, event.source, event.dedupe_key, at_ms, event.body, facts.conversation_id,
+    conn.execute(_INSERT_EVENT, (event.id, event.source, event.dedupe_key, at_ms, codec.pack(Kind.PAYLOAD, event.body),
+                                 facts.conversation_id,
                                  facts.subject, facts.sender, facts.rule_type, event.changes))  # fmt: skip
-    conn.executemany(_INSERT_DELIVERY, [_delivery_row(event.id, at_ms, delivery) for delivery in deliveries])
+    conn.executemany(_INSERT_DELIVERY, [_delivery_row(codec, event.id, at_ms, delivery) for delivery in deliveries])
     if state is not None:
         write_state(conn, state)
     return IngestResult(event_id=event.id, deliveries=len(deliveries))
 
 
-def _delivery_row(event_id: str, at_ms: int, new: NewDelivery) -> tuple[Any, ...]:
+def _delivery_row(codec: Codec, event_id: str, at_ms: int, new: NewDelivery) -> tuple[Any, ...]:
     return (new.id, event_id, new.route, new.destination, new.status.value, 0, new.max_attempts, at_ms, at_ms, at_ms,
-            *_request_columns(new.request), new.error, None, new.step, new.after, new.template, None, 0)  # fmt: skip
+            *_request_columns(codec, new.request), new.error, None, new.step, new.after,
+            _pack_optional(codec, new.template), None, 0)  # fmt: skip
 
 
-def _request_columns(request: RenderedRequest | None) -> tuple[Any, ...]:
+def _request_columns(codec: Codec, request: RenderedRequest | None) -> tuple[Any, ...]:
     if request is None:
         return (None,) * 5
-    return request.method, request.url, json.dumps(request.headers), request.body, int(request.untrusted_host)
+    headers = codec.pack(Kind.HEADERS, json.dumps(request.headers, separators=(",", ":")).encode())
+    return request.method, request.url, headers, codec.pack(Kind.BODY, request.body), int(request.untrusted_host)
 
 
-def claim(conn: sqlite3.Connection, capacity: Mapping[str, int], now_ms: int, lease_ms: int) -> list[Delivery]:
+def _pack_optional(codec: Codec, chain_blob: bytes | None) -> bytes | None:
+    return None if chain_blob is None else codec.pack(Kind.CHAIN, chain_blob)
+
+
+def _unpack_optional(codec: Codec, blob: bytes | None) -> bytes | None:
+    return None if blob is None else codec.unpack(blob)
+
+
+def claim(
+    conn: sqlite3.Connection, codec: Codec, capacity: Mapping[str, int], now_ms: int, lease_ms: int
+) -> list[Delivery]:
     claimed: list[Delivery] = []
     paused = sqlite_pauses.paused_at(conn, now_ms)
     for destination, limit in capacity.items():
@@ -127,11 +142,11 @@ def claim(conn: sqlite3.Connection, capacity: Mapping[str, int], now_ms: int, le
             continue
         lease = _LEASE.format(", ".join("?" * len(due)))
         leased = {row[0]: row for row in conn.execute(lease, (now_ms + lease_ms, *due))}
-        claimed.extend(_delivery(leased[delivery_id]) for delivery_id in due)  # oldest due first
+        claimed.extend(_delivery(codec, leased[delivery_id]) for delivery_id in due)  # oldest due first
     return claimed
 
 
-def finish(conn: sqlite3.Connection, delivery: Delivery, result: AttemptResult) -> bool:
+def finish(conn: sqlite3.Connection, codec: Codec, delivery: Delivery, result: AttemptResult) -> bool:
     attempt = result.attempt
     conn.execute(_INSERT_ATTEMPT, (delivery.id, attempt.number, attempt.started_at_ms, attempt.elapsed_ms,
                                    attempt.status_code, attempt.error, attempt.response_excerpt))  # fmt: skip
@@ -145,18 +160,20 @@ def finish(conn: sqlite3.Connection, delivery: Delivery, result: AttemptResult) 
         return False
     conn.executemany(_RELEASE, [
         (DeliveryStatus.PENDING.value if release.request else DeliveryStatus.DEAD.value, ended_at_ms, ended_at_ms,
-         *_request_columns(release.request), release.error, release.steps, release.delivery_id)
+         *_request_columns(codec, release.request), release.error, _pack_optional(codec, release.steps),
+         release.delivery_id)
         for release in result.released
     ])  # fmt: skip
     return True
 
 
 def requeue(
-    conn: sqlite3.Connection, delivery_ids: list[str], now_ms: int, requests: Mapping[str, RenderedRequest]
-) -> int:
+    conn: sqlite3.Connection, codec: Codec, delivery_ids: list[str], now_ms: int,
+    requests: Mapping[str, RenderedRequest],
+) -> int:  # fmt: skip
     rows = []
     for delivery_id in delivery_ids:
-        replacement = _request_columns(requests.get(delivery_id))
+        replacement = _request_columns(codec, requests.get(delivery_id))
         rows.append((now_ms, now_ms, *replacement, delivery_id, replacement[0]))
     return conn.executemany(_REQUEUE, rows).rowcount
 
@@ -181,16 +198,19 @@ def prune_chunk(conn: sqlite3.Connection, before_ms: int) -> tuple[int, int]:
 
 
 
-def get_event(conn: sqlite3.Connection, event_id: str) -> StoredEvent | None:
+def get_event(conn: sqlite3.Connection, codec: Codec, event_id: str) -> StoredEvent | None:
     rows = conn.execute(
         "SELECT id, source, received_at_ms, body, changes FROM events WHERE id = ?", (event_id,)
     ).fetchall()
-    return StoredEvent(*rows[0]) if rows else None
+    if not rows:
+        return None
+    event_id, source, received_at_ms, body, changes = rows[0]
+    return StoredEvent(event_id, source, received_at_ms, codec.unpack(body), changes)
 
 
-def get_delivery(conn: sqlite3.Connection, delivery_id: str) -> Delivery | None:
+def get_delivery(conn: sqlite3.Connection, codec: Codec, delivery_id: str) -> Delivery | None:
     rows = conn.execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)).fetchall()
-    return _delivery(rows[0]) if rows else None
+    return _delivery(codec, rows[0]) if rows else None
 
 
 def list_attempts(conn: sqlite3.Connection, delivery_id: str) -> list[Attempt]:
@@ -202,7 +222,7 @@ def list_attempts(conn: sqlite3.Connection, delivery_id: str) -> list[Attempt]:
     return [Attempt(*row) for row in rows]
 
 
-def list_deliveries(conn: sqlite3.Connection, where: DeliveryFilter) -> list[Delivery]:
+def list_deliveries(conn: sqlite3.Connection, codec: Codec, where: DeliveryFilter) -> list[Delivery]:
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in (
@@ -225,7 +245,7 @@ def list_deliveries(conn: sqlite3.Connection, where: DeliveryFilter) -> list[Del
         f"SELECT {_DELIVERY_COLUMNS} FROM deliveries {condition} ORDER BY created_at_ms DESC, rowid DESC LIMIT ?",
         (*params, where.limit),
     ).fetchall()
-    return [_delivery(row) for row in rows]
+    return [_delivery(codec, row) for row in rows]
 
 
 def stats(conn: sqlite3.Connection) -> QueueStats:
@@ -244,10 +264,32 @@ def stats(conn: sqlite3.Connection) -> QueueStats:
     )
 
 
-def _delivery(row: tuple[Any, ...]) -> Delivery:
+def _delivery(codec: Codec, row: tuple[Any, ...]) -> Delivery:
     (delivery_id, event_id, route, destination, status, attempts, max_attempts, next_attempt_at_ms, created_at_ms,
-     updated_at_ms, method, url, headers, body, untrusted_host, last_error, lease_token, *chain) = row  # fmt: skip
-    request = None if method is None else RenderedRequest(method, url, json.loads(headers), body, bool(untrusted_host))
+     updated_at_ms, method, url, headers, body, untrusted_host, last_error, lease_token, step, after, template,
+     steps, quota_waits) = row  # fmt: skip
+    request = None
+    if method is not None:
+        headers = json.loads(codec.unpack(headers) if isinstance(headers, bytes) else headers)  # text before v7
+        request = RenderedRequest(method, url, headers, codec.unpack(body), bool(untrusted_host))
     return Delivery(delivery_id, event_id, route, destination, DeliveryStatus(status), attempts, max_attempts,
-                    next_attempt_at_ms, created_at_ms, updated_at_ms, request, last_error, lease_token,
-                    *chain)  # fmt: skip
+                    next_attempt_at_ms, created_at_ms, updated_at_ms, request, last_error, lease_token, step, after,
+                    _unpack_optional(codec, template), _unpack_optional(codec, steps), quota_waits)  # fmt: skip
+
+
+def load_dictionaries(conn: sqlite3.Connection) -> list[Dictionary]:
+    """Every compression dictionary the store keeps, oldest first."""
+    rows = conn.execute("SELECT id, kind, data FROM dictionaries ORDER BY created_at_ms, rowid").fetchall()
+    return [Dictionary(dictionary_id, Kind(kind), data) for dictionary_id, kind, data in rows]
+
+
+def find_dictionary(conn: sqlite3.Connection, dictionary_id: int) -> Dictionary | None:
+    rows = conn.execute("SELECT id, kind, data FROM dictionaries WHERE id = ?", (dictionary_id,)).fetchall()
+    return Dictionary(rows[0][0], Kind(rows[0][1]), rows[0][2]) if rows else None
+
+
+def keep_dictionary(conn: sqlite3.Connection, dictionary: Dictionary, now_ms: int) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO dictionaries (id, kind, created_at_ms, data) VALUES (?, ?, ?, ?)",
+        (dictionary.id, dictionary.kind.value, now_ms, dictionary.data),
+    )

@@ -13,7 +13,7 @@ from pathlib import Path
 from gateway.model import event_facts
 from gateway.store.sqlite_file import QUICK_CHECK_BUDGET_S, check_integrity, create_private
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 _BACKFILL_CHUNK = 1000
 _BUSY_TIMEOUT_S = 5.0
 
@@ -125,6 +125,18 @@ CREATE INDEX IF NOT EXISTS once_per_until ON once_per (until_ms);
 """
 
 
+# Version 7: payloads, request bodies, headers and chain snapshots are stored as zstd frames (raw blobs
+# from before still read), against dictionaries learnt from the data and kept here.
+_DICTIONARIES = """
+CREATE TABLE IF NOT EXISTS dictionaries (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+"""
+
+
 def connect(path: Path, read_only: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
     if read_only:
@@ -165,7 +177,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if version is None:
         conn.executescript(V1_SCHEMA)
     for target, step in ((2, _to_lookup), (3, _to_chains), (4, _to_untrusted_hosts), (5, _to_state),
-                         (6, _to_quotas)):  # fmt: skip
+                         (6, _to_quotas), (7, _to_compressed)):  # fmt: skip
         if version is not None and version >= target:
             continue
         conn.execute("BEGIN IMMEDIATE")
@@ -202,6 +214,10 @@ def _to_state(conn: sqlite3.Connection) -> None:
 
 def _to_quotas(conn: sqlite3.Connection) -> None:
     _run(conn, _QUOTAS)
+
+
+def _to_compressed(conn: sqlite3.Connection) -> None:
+    _run(conn, _DICTIONARIES)
 
 
 def _backfill_facts(conn: sqlite3.Connection) -> None:
