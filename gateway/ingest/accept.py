@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from gateway.model import IngestResult, NewDelivery, NewEvent, event_facts
 from gateway.routing.compiled import LoadedConfig
 from gateway.routing.payload import is_validation_request, parse_payload
 from gateway.routing.plan import new_id, plan, to_deliveries
-from gateway.store.base import Store
+from gateway.store.base import Store, dedupe_key
 
 log = logging.getLogger("gateway.ingest")
 
@@ -48,7 +47,7 @@ async def accept(
         return Accepted(None)
     event_id = new_id("evt", now_ms)
     event_meta = {"id": event_id, "source": source, "received_at": now_ms / 1000}
-    event = NewEvent(event_id, source, now_ms, body, hashlib.sha256(body).hexdigest(), event_facts(payload))
+    event = NewEvent(event_id, source, now_ms, body, dedupe_key(body), event_facts(payload))
     dedupe_window_ms = int(source_config.dedupe_window * 1000)
     if config.state_of(source):
         routed = await route_and_store(config, store, event, payload, event_meta, dedupe_window_ms, _RENDERING)

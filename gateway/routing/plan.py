@@ -5,6 +5,7 @@ Ingest and the dry run share this code, so what `gateway test` shows is what `se
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import secrets
@@ -72,9 +73,21 @@ class PlanState:
 _id_bits = random.Random(secrets.randbits(128)).getrandbits
 
 
+# base64's digits in ASCII order, so that ids sort as the numbers they encode.
+_ORDERED_DIGITS = bytes.maketrans(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+    b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz",
+)
+
+
 def new_id(prefix: str, now_ms: int) -> str:
-    """A unique id that sorts by creation time: `evt_0192a4c3e1b29f3a1c0b4d`."""
-    return f"{prefix}_{now_ms:012x}{_id_bits(48):012x}"
+    """A unique id that sorts by creation time: `evt_P4TPnp7YmBlD3Xf-`.
+
+    42 bits of milliseconds (until 2109) and 54 random bits in 16 URL-safe characters, where hex
+    took 24: every id is stored several times over (rows, indexes, headers).
+    """
+    number = (now_ms << 54) | _id_bits(54)
+    return f"{prefix}_{base64.b64encode(number.to_bytes(12, 'big')).translate(_ORDERED_DIGITS).decode()}"
 
 
 def plan(

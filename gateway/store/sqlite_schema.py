@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.model import event_facts
+from gateway.store.base import dedupe_key
 from gateway.store.sqlite_file import QUICK_CHECK_BUDGET_S, check_integrity, create_private
 
 SCHEMA_VERSION = 7
@@ -126,7 +128,8 @@ CREATE INDEX IF NOT EXISTS once_per_until ON once_per (until_ms);
 
 
 # Version 7: payloads, request bodies, headers and chain snapshots are stored as zstd frames (raw blobs
-# from before still read), against dictionaries learnt from the data and kept here.
+# from before still read), against dictionaries learnt from the data and kept here; dedupe keys are 64
+# bits of BLAKE2b instead of SHA-256 (`gateway.store.base.dedupe_key`), the events stored before rekeyed.
 _DICTIONARIES = """
 CREATE TABLE IF NOT EXISTS dictionaries (
     id INTEGER PRIMARY KEY,
@@ -218,10 +221,31 @@ def _to_quotas(conn: sqlite3.Connection) -> None:
 
 def _to_compressed(conn: sqlite3.Connection) -> None:
     _run(conn, _DICTIONARIES)
+    _rekey_dedupe(conn)
 
 
 def _backfill_facts(conn: sqlite3.Connection) -> None:
     """Fill in the lookup facts of events stored by a version 1 gateway."""
+
+    def facts_of(body: bytes) -> tuple[object, ...] | None:
+        try:
+            facts = event_facts(json.loads(body))
+        except ValueError:
+            return None
+        return facts.conversation_id, facts.subject, facts.sender, facts.rule_type
+
+    _rewrite_events(conn, "conversation_id = ?, subject = ?, sender = ?, rule_type = ?", facts_of)
+
+
+def _rekey_dedupe(conn: sqlite3.Connection) -> None:
+    """Events stored before version 6 were keyed by SHA-256 for dedupe: key them as new ones are."""
+    _rewrite_events(conn, "dedupe_key = ?", lambda body: (dedupe_key(body),))
+
+
+def _rewrite_events(
+    conn: sqlite3.Connection, assignments: str, compute: Callable[[bytes], tuple[object, ...] | None]
+) -> None:
+    """Set `assignments` on every event, chunk by chunk, to what `compute` makes of its (raw) body."""
     last = 0
     while True:
         rows = conn.execute(
@@ -229,14 +253,9 @@ def _backfill_facts(conn: sqlite3.Connection) -> None:
         ).fetchall()
         if not rows:
             return
-        updates = []
-        for rowid, body in rows:
-            try:
-                facts = event_facts(json.loads(body))
-            except ValueError:
-                continue
-            updates.append((facts.conversation_id, facts.subject, facts.sender, facts.rule_type, rowid))
-        conn.executemany(
-            "UPDATE events SET conversation_id = ?, subject = ?, sender = ?, rule_type = ? WHERE rowid = ?", updates
-        )
+        updates = [
+            (*values, rowid) for rowid, body in rows
+            if (values := compute(body if isinstance(body, bytes) else str(body).encode())) is not None
+        ]  # fmt: skip
+        conn.executemany(f"UPDATE events SET {assignments} WHERE rowid = ?", updates)
         last = rows[-1][0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -11,8 +12,10 @@ from pathlib import Path
 import zstandard
 
 from gateway.model import DeliveryFilter, NewDelivery, NewEvent, RenderedRequest
+from gateway.store.base import dedupe_key
 from gateway.store.compression import TRAIN_SAMPLES, ZSTD_MAGIC
 from gateway.store.sqlite import SqliteStore
+from gateway.store.sqlite_schema import SCHEMA_VERSION
 from tests.store.test_compression import varied_payloads
 
 T0 = 1_700_000_000_000
@@ -109,3 +112,24 @@ async def test_a_learnt_dictionary_is_kept_and_read_by_another_store_on_the_file
     stored = await reopened.get_event(f"evt_{later[0][0]:08d}")
     await reopened.close()
     assert stored is not None and stored.body == later[0][1]
+
+
+async def test_a_version_6_file_is_migrated_and_still_finds_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    store = SqliteStore(path)
+    await store.open()
+    (payload,) = varied_payloads(1)
+    event, deliveries = event_of(1, payload)
+    await store.ingest(event, deliveries, 0)
+    await store.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:  # as a version 6 gateway left it
+        conn.execute("UPDATE events SET body = ?, dedupe_key = ?", (payload, hashlib.sha256(payload).hexdigest()))
+        conn.execute("DROP TABLE dictionaries")
+        conn.execute("UPDATE schema_version SET version = 6")
+    store = SqliteStore(path)
+    await store.open()
+    again = NewEvent("evt_again", "missive", T0 + 1000, payload, dedupe_key(payload))
+    result = await store.ingest(again, [], 60_000)
+    await store.close()
+    assert result.duplicate and result.event_id == event.id
+    assert raw_columns(path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]

@@ -22,7 +22,7 @@ CONVERSATION = json.loads(fixture_bytes(EMAIL))["conversation"]["id"]
 
 def shown(page: str) -> list[str]:
     """The ids of the events a page lists, in order."""
-    return re.findall(r'<tr data-cursor="\d+:(evt_\w+)">', page)
+    return re.findall(r'<tr data-cursor="\d+:(evt_[-\w]+)">', page)
 
 
 async def three_events(console: Start) -> tuple[Console, list[str]]:
