@@ -35,10 +35,11 @@ def free_port() -> int:
 class GatewayProcess:
     """`python -m gateway serve -c CONFIG --port PORT`, started and stopped on demand; killed on exit at the latest."""
 
-    def __init__(self, config: Path, port: int, log_path: Path) -> None:
+    def __init__(self, config: Path, port: int, log_path: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.config = config
         self.port = port
         self.log_path = log_path
+        self.extra_args = extra_args
         self._process: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> GatewayProcess:
@@ -54,6 +55,10 @@ class GatewayProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.returncode is None
 
+    @property
+    def pid(self) -> int:
+        return self._require().pid
+
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
@@ -64,8 +69,8 @@ class GatewayProcess:
         command = [sys.executable, "-m", "gateway", "serve", "-c", str(self.config), "--port", str(self.port)]
         with self.log_path.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
-                *command, "--log-format", "text", cwd=ROOT, stdin=asyncio.subprocess.DEVNULL, stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
+                *command, *self.extra_args, "--log-format", "text", cwd=ROOT, stdin=asyncio.subprocess.DEVNULL,
+                stdout=log, stderr=asyncio.subprocess.STDOUT,
             )
         try:
             async with asyncio.timeout(timeout_s):

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.cli.processes import LISTEN_FDS_FLAG
 from gateway.errors import ConfigError, GatewayError
 from gateway.model import StateKeys, StateSnapshot
 from gateway.ops.logs import LOG_FORMATS, LOG_LEVELS, SECRETS, remember_secrets, setup_logging
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         code: int = args.run(args)
         return code
@@ -54,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     _config_arg(serve)
     _listen_args(serve)
     serve.add_argument("--no-worker", action="store_true", help="only receive; deliveries are sent by `gateway worker`")
+    serve.add_argument(
+        "--processes", default="1", help="gateway processes sharing the port and the store: a number or auto (per core)"
+    )
+    serve.add_argument(LISTEN_FDS_FLAG, help=argparse.SUPPRESS)  # set by the supervisor of --processes
     _log_args(serve)
     serve.set_defaults(run=_serve)
 
@@ -202,10 +208,19 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    args.processes, args.listen_fds = "1", None
     return _run_app(args, run_worker=True, receive=False)
 
 
 def _run_app(args: argparse.Namespace, run_worker: bool, receive: bool) -> int:
+    from gateway.cli.processes import (
+        Supervisor,
+        child_argv,
+        inherited_sockets,
+        process_count,
+        reuse_port_copies,
+        stop_when_orphaned,
+    )
     from gateway.ops.config_holder import ConfigHolder
     from gateway.web.app import create_app
     from gateway.web.listeners import bind, refuse_placeholder_secrets
@@ -215,7 +230,14 @@ def _run_app(args: argparse.Namespace, run_worker: bool, receive: bool) -> int:
     loaded = load_config(args.config)
     if receive:
         refuse_placeholder_secrets(loaded, args.host or loaded.config.server.host)
-    sockets = bind(loaded.config, args.host, args.port)  # before the store opens: a busy port fails at once
+    if args.listen_fds:
+        sockets = inherited_sockets(args.listen_fds)
+        stop_when_orphaned()
+    else:
+        sockets = bind(loaded.config, args.host, args.port)  # before the store opens: a busy port fails at once
+    count = process_count(args.processes)
+    if count > 1:
+        return Supervisor(child_argv(args.argv), reuse_port_copies(sockets, count)).run()
     app = create_app(ConfigHolder(loaded), run_worker=run_worker, receive=receive)
     gc.freeze()  # what start-up built lives as long as the process: keep it out of every collection
     server = loaded.config.server

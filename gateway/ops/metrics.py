@@ -1,5 +1,8 @@
 """Prometheus metrics, one registry per application so several apps (and tests) never share counters.
 
+Under `serve --processes N` (PROMETHEUS_MULTIPROC_DIR set by the supervisor) every process writes its
+values to that folder, and a scrape, whichever process answers it, reports them summed over all.
+
 Label values are source, route and destination names from the config (never URLs), and
 small fixed sets of outcomes.
 """
@@ -8,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.errors import ClientGone, GatewayError, PayloadError, SignatureError, StoreUnavailable
 from gateway.ingest.accept import Accepted
@@ -33,6 +38,7 @@ STATS_TIMEOUT_S = 2.0
 QUEUE_READ_INTERVAL_MS = 1000
 # What generate_latest writes; every Prometheus version reads it.
 TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client reads it when imported
 
 
 class Metrics:
@@ -40,7 +46,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
+        self.shared_dir = os.environ.get(MULTIPROCESS_DIR_ENV)
+        if self.shared_dir is None:
+            ProcessCollector(registry=self.registry)
         self.events = Counter(
             "gateway_events_received", "Webhook requests by source and outcome.", ["source", "outcome"],
             registry=self.registry,
@@ -65,12 +73,19 @@ class Metrics:
             "gateway_delivery_latency_seconds", "From event received to delivered, by destination.",
             ["destination"], buckets=LATENCY_BUCKETS_S, registry=self.registry,
         )
-        self.pending = Gauge("gateway_queue_pending", "Deliveries waiting to be sent.", registry=self.registry)
+        # The queue gauges are the store's figures, the same whichever process read them last.
+        self.pending = Gauge(
+            "gateway_queue_pending", "Deliveries waiting to be sent.", registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
         self.oldest_due_age = Gauge(
             "gateway_queue_oldest_due_age_seconds", "How long the most overdue pending delivery has been due.",
-            registry=self.registry,
+            registry=self.registry, multiprocess_mode="mostrecent",
         )
-        self.dead = Gauge("gateway_dead_letters", "Deliveries given up on, kept for replay.", registry=self.registry)
+        self.dead = Gauge(
+            "gateway_dead_letters", "Deliveries given up on, kept for replay.", registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
         self.reloads = Counter(
             "gateway_config_reloads", "Config reloads by result (applied, failed).", ["result"],
             registry=self.registry,
@@ -161,8 +176,12 @@ def attempt_result(result: AttemptResult) -> str:
 
 
 def exposition(metrics: Metrics) -> web.Response:
-    """The registry in Prometheus' text format."""
-    return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": TEXT_FORMAT})
+    """The registry in Prometheus' text format (every process's values, under `--processes`)."""
+    registry = metrics.registry
+    if metrics.shared_dir is not None:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=metrics.shared_dir)  # type: ignore[no-untyped-call]
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": TEXT_FORMAT})
 
 
 METRICS = web.AppKey("metrics", Metrics)

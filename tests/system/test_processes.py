@@ -1,0 +1,153 @@
+"""`gateway serve --processes N`: real processes sharing one port and one SQLite store under a supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from gateway.cli.processes import child_argv, process_count
+from gateway.errors import GatewayError
+from tests.processes import ROOT, GatewayProcess, free_port
+from tests.sink import Sink
+from tests.system.test_crash import Poster, ServerFactory, config_text, delivered_seqs, event_bodies, wait_until
+
+EVENTS = 120
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [pytest.param("1", 1, id="one"), pytest.param("3", 3, id="three")]
+)
+def test_process_count(value: str, expected: int) -> None:
+    assert process_count(value) == expected
+
+
+def test_process_count_auto_is_one_per_usable_core() -> None:
+    assert process_count("auto") == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "many"])
+def test_process_count_refuses_nonsense(value: str) -> None:
+    with pytest.raises(GatewayError, match="--processes must be a positive number or 'auto'"):
+        process_count(value)
+
+
+def test_child_command_line_drops_processes() -> None:
+    argv = child_argv(["serve", "-c", "x.yaml", "--processes", "2", "--port", "9", "--processes=3"])
+    assert argv[1:] == ["-m", "gateway", "serve", "-c", "x.yaml", "--port", "9"]
+
+
+async def test_processes_share_the_port_the_store_and_the_metrics(
+    tmp_path: Path, aiohttp_server: ServerFactory
+) -> None:
+    sink = Sink()
+    sink_server: TestServer = await aiohttp_server(sink.app())
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text(str(sink_server.make_url("/sink"))), encoding="utf-8")
+    async with GatewayProcess(config, free_port(), tmp_path / "gateway.log", ("--processes", "2")) as gateway:
+        await gateway.start()
+        workers = children(gateway.pid)
+        assert len(workers) == 2, gateway.tail()
+        before = {pid: cpu_ticks(pid) for pid in workers}
+        poster = Poster(gateway.url("/hooks/missive"), event_bodies(EVENTS))
+        # A connection per request, so the kernel spreads them over both processes' sockets.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            await asyncio.gather(*(poster.run(session) for _ in range(8)))
+            await wait_until(lambda: len(set(delivered_seqs(sink))) == EVENTS, 30)
+            async with session.get(gateway.url("/metrics")) as answer:
+                metrics = await answer.text()
+        assert sorted(delivered_seqs(sink)) == list(range(EVENTS)), "each event delivered once"
+        used = {pid: cpu_ticks(pid) - before[pid] for pid in workers}
+        assert all(ticks > 0 for ticks in used.values()), f"both processes worked: {used}"
+        # Whichever process answered the scrape, it counts what both received.
+        accepted = re.search(r'gateway_events_received_total\{outcome="accepted",source="missive"\} (\S+)', metrics)
+        assert accepted is not None and float(accepted.group(1)) == EVENTS, metrics[:2000]
+
+        os.kill(gateway.pid, signal.SIGHUP)
+        await wait_until(lambda: gateway.tail(100_000).count("config reloaded (SIGHUP)") == 2, 10)
+        assert await gateway.stop() == 0
+        assert not any(alive(pid) for pid in workers)
+    with socket.socket() as sock:  # the port is free again (SO_REUSEADDR: closed connections linger in TIME_WAIT)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", gateway.port))
+
+
+def test_a_busy_port_fails_before_any_process_starts(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text("http://127.0.0.1:9/sink"), encoding="utf-8")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve", "-c", str(config), "--port", str(port), "--processes", "2"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 1
+    assert f":{port}: Address already in use" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "gateway.db").exists(), "nothing opened the store"
+
+
+def test_a_process_that_cannot_start_stops_them_all(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text("http://127.0.0.1:9/sink"), encoding="utf-8")
+    (tmp_path / "gateway.db").write_bytes(b"this is not a SQLite file" * 100)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "-c", str(config), "--port", str(free_port()), "--processes", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "exited while starting" in result.stderr
+
+
+async def test_processes_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text("http://127.0.0.1:9/sink"), encoding="utf-8")
+    async with GatewayProcess(config, free_port(), tmp_path / "gateway.log", ("--processes", "2")) as gateway:
+        await gateway.start()
+        workers = children(gateway.pid)
+        await gateway.kill()
+        await wait_until(lambda: not any(alive(pid) for pid in workers), 15)
+    assert "supervisor" in gateway.tail() and "is gone; stopping" in gateway.tail()
+
+
+async def test_a_process_that_dies_later_is_restarted(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text("http://127.0.0.1:9/sink"), encoding="utf-8")
+    async with GatewayProcess(config, free_port(), tmp_path / "gateway.log", ("--processes", "2")) as gateway:
+        await gateway.start()
+        first, second = children(gateway.pid)
+        await asyncio.sleep(10.5)  # past the start window: a death now is a crash, not a failed start
+        os.kill(first, signal.SIGKILL)
+        await wait_until(lambda: len(children(gateway.pid)) == 2 and first not in children(gateway.pid), 15)
+        assert second in children(gateway.pid)
+        async with aiohttp.ClientSession() as session, session.get(gateway.url("/readyz")) as answer:
+            assert answer.status == 200
+        assert await gateway.stop() == 0
+    assert re.search(rf"process 0 \(pid {first}\) exited with code -9; restarting it", gateway.tail()), gateway.tail()
