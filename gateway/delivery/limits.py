@@ -50,6 +50,30 @@ class Limits(ABC):
         By default the limits keep the settings they were built with.
         """
 
+    async def close(self) -> None:  # noqa: B027 - optional
+        """Let go of what the limits hold open (a connection, a thread); by default nothing."""
+
+
+@dataclass(frozen=True)
+class SharedSettings:
+    """What limits shared between processes keep of a destination: its cap, how long a slot lives, its rates.
+
+    A slot expires after the destination's timeout plus the lease margin, so the slots of a process that
+    died mid-attempt free up about when its leased deliveries come due again.
+    """
+
+    concurrency: int
+    slot_ms: int
+    rates: tuple[RateWindow, ...]
+
+    @classmethod
+    def of(cls, config: DestinationConfig, lease_margin_s: float) -> SharedSettings:
+        return cls(config.concurrency, round((config.timeout + lease_margin_s) * 1000), config.rate_limit or ())
+
+    @property
+    def longest_ms(self) -> int:
+        return max((rate.window_ms for rate in self.rates), default=0)
+
 
 def _free_under(rates: tuple[RateWindow, ...], starts_ms: list[int], now_ms: int) -> int:
     """How many more requests `rates` (at least one) allow at `now_ms`, given the sorted start times."""

@@ -11,14 +11,16 @@ import logging
 from collections.abc import AsyncIterator
 
 from gateway.clock import Clock
-from gateway.delivery.limits import Limits
+from gateway.delivery.limits import Limits, LocalLimits
 from gateway.delivery.send import make_session
 from gateway.delivery.shared_limits import RedisLimits
+from gateway.delivery.sqlite_limits import SqliteLimits, limits_path
 from gateway.delivery.worker import OnAttempt, Worker
 from gateway.errors import StoreUnavailable
 from gateway.routing.compiled import LoadedConfig
 from gateway.store.base import Store
 from gateway.store.redis import RedisStore
+from gateway.store.sqlite import SqliteStore
 
 log = logging.getLogger("gateway.worker")
 
@@ -30,10 +32,11 @@ async def running_worker(
     loaded: LoadedConfig, store: Store, clock: Clock, on_attempt: OnAttempt | None = None
 ) -> AsyncIterator[Worker]:
     """Deliver in the background while the block runs; on exit stop within `server.shutdown_grace`."""
+    limits = _shared_limits(loaded, store)
     async with make_session() as session, make_session(public_only=True) as public_session:
         worker = Worker(
             store, loaded.config.destinations, session, clock=clock, on_attempt=on_attempt,
-            lease_margin_s=loaded.config.storage.lease_margin, limits=_shared_limits(loaded, store),
+            lease_margin_s=loaded.config.storage.lease_margin, limits=limits,
             masker=loaded.masker,
             public_session=public_session,
         )
@@ -47,14 +50,17 @@ async def running_worker(
             tasks[1].cancel()
             await worker.stop(loaded.config.server.shutdown_grace)
             await asyncio.gather(*tasks, return_exceptions=True)
+            await limits.close()
 
 
-def _shared_limits(loaded: LoadedConfig, store: Store) -> Limits | None:
-    """Limits every replica on the same Redis shares; None (each worker keeps its own) for other stores."""
-    if not isinstance(store, RedisStore):
-        return None
-    destinations, storage = loaded.config.destinations, loaded.config.storage
-    return RedisLimits(store.client, destinations, prefix=store.prefix, lease_margin_s=storage.lease_margin)
+def _shared_limits(loaded: LoadedConfig, store: Store) -> Limits:
+    """Limits every process on the same store shares: replicas on one Redis, processes on one SQLite file."""
+    destinations, margin_s = loaded.config.destinations, loaded.config.storage.lease_margin
+    if isinstance(store, RedisStore):
+        return RedisLimits(store.client, destinations, prefix=store.prefix, lease_margin_s=margin_s)
+    if isinstance(store, SqliteStore):
+        return SqliteLimits(limits_path(store.path), destinations, lease_margin_s=margin_s)
+    return LocalLimits(destinations)
 
 
 async def _prune_forever(store: Store, clock: Clock, retention_s: float) -> None:

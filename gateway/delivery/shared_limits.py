@@ -18,13 +18,11 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 from gateway.config.schema import DestinationConfig
-from gateway.config.units import RateWindow
-from gateway.delivery.limits import Limits
+from gateway.delivery.limits import Limits, SharedSettings
 from gateway.delivery.worker import LEASE_MARGIN_S
 from gateway.errors import StoreUnavailable
 from gateway.store.redis import redis_errors
@@ -77,14 +75,8 @@ return ready
 """
 
 
-@dataclass(frozen=True)
-class _Destination:
-    concurrency: int
-    slot_ms: int
-    rates: tuple[RateWindow, ...]
-
-    def rate_args(self) -> list[int]:
-        return [number for rate in self.rates for number in (rate.limit, rate.window_ms)]
+def _rate_args(settings: SharedSettings) -> list[int]:
+    return [number for rate in settings.rates for number in (rate.limit, rate.window_ms)]
 
 
 class RedisLimits(Limits):
@@ -100,7 +92,7 @@ class RedisLimits(Limits):
         self._client = client
         self._prefix = prefix
         self._lease_margin_s = lease_margin_s
-        self._destinations = {name: _destination(config, lease_margin_s) for name, config in destinations.items()}
+        self._destinations = {name: SharedSettings.of(config, lease_margin_s) for name, config in destinations.items()}
         self._capacity = client.register_script(_CAPACITY)
         self._release = client.register_script(_RELEASE)
         self._next_ready = client.register_script(_NEXT_READY)
@@ -112,7 +104,7 @@ class RedisLimits(Limits):
     def reconfigure(self, destinations: Mapping[str, DestinationConfig]) -> None:
         """New settings from the next `capacity` call on (a config reload); slots in flight stay counted."""
         self._destinations = {
-            name: _destination(config, self._lease_margin_s) for name, config in destinations.items()
+            name: SharedSettings.of(config, self._lease_margin_s) for name, config in destinations.items()
         }
 
     async def capacity(self, destination: str, now_ms: int) -> int:
@@ -121,7 +113,7 @@ class RedisLimits(Limits):
             return 0
         self._rounds += 1
         slot = f"{self._replica}:{self._rounds}"
-        args: list[str | int] = [now_ms, limits.concurrency, now_ms + limits.slot_ms, slot, *limits.rate_args()]
+        args: list[str | int] = [now_ms, limits.concurrency, now_ms + limits.slot_ms, slot, *_rate_args(limits)]
         with redis_errors("take a delivery slot"):
             granted = int(await self._capacity(keys=self._keys(destination), args=args))
         self._reserved[destination] = [f"{slot}:{n}" for n in range(1, granted + 1)]
@@ -152,13 +144,8 @@ class RedisLimits(Limits):
         if limits is None or not limits.rates:
             return None
         with redis_errors("read the rate limit"):
-            ready = int(await self._next_ready(keys=self._keys(destination)[1:], args=[now_ms, *limits.rate_args()]))
+            ready = int(await self._next_ready(keys=self._keys(destination)[1:], args=[now_ms, *_rate_args(limits)]))
         return ready if ready >= 0 else None
 
     def _keys(self, destination: str) -> list[str]:
         return [f"{self._prefix}inflight:{destination}", f"{self._prefix}starts:{destination}"]
-
-
-def _destination(config: DestinationConfig, lease_margin_s: float) -> _Destination:
-    slot_ms = round((config.timeout + lease_margin_s) * 1000)
-    return _Destination(config.concurrency, slot_ms, config.rate_limit or ())

@@ -68,6 +68,10 @@ class SqliteStore(Store):
         self._codec: Codec | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    @property
+    def path(self) -> Path:
+        return self._path
+
     async def open(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
         try:

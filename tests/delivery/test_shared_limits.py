@@ -1,4 +1,5 @@
-"""RedisLimits: the same admission as LocalLimits, shared by replicas through one Redis server."""
+"""Shared limits: the same admission as LocalLimits, shared by replicas through one Redis server (RedisLimits)
+or by processes through one SQLite file (SqliteLimits)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from gateway.config.schema import DestinationConfig
 from gateway.delivery.limits import Limits, LocalLimits
 from gateway.delivery.send import make_session
 from gateway.delivery.shared_limits import RedisLimits
+from gateway.delivery.sqlite_limits import SqliteLimits
 from gateway.delivery.worker import LEASE_MARGIN_S, Worker
 from gateway.errors import StoreUnavailable
 from gateway.model import AttemptResult, Delivery, DeliveryStatus, NewDelivery, NewEvent, RenderedRequest
@@ -37,25 +39,33 @@ def destination(**fields: Any) -> DestinationConfig:
     return DestinationConfig.model_validate({"url": "http://unused.invalid/", "timeout": TIMEOUT_S, **fields})
 
 
-@pytest.fixture
-async def client(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    opened = connect(redis_server.url)
-    yield opened
-    await opened.aclose()
+Replicas = Callable[..., list[Limits]]
 
 
-Replicas = Callable[..., list[RedisLimits]]
+@pytest.fixture(params=["redis", "sqlite"])
+async def replicas(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Replicas]:
+    """`replicas(n, d=config...)`: n limits sharing one Redis prefix or one SQLite file, like n gateway processes."""
+    made: list[Limits] = []
+    client: Redis | None = None
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        client = connect(server.url)
+        prefix = f"test-{uuid.uuid4().hex}:"
 
+    def one(destinations: dict[str, DestinationConfig]) -> Limits:
+        if client is not None:
+            return RedisLimits(client, destinations, prefix=prefix)
+        return SqliteLimits(tmp_path / "gateway.limits.db", destinations)
 
-@pytest.fixture
-def replicas(client: Redis) -> Replicas:
-    """`replicas(n, d=config...)`: n RedisLimits over one server and prefix, like n gateway replicas."""
-    prefix = f"test-{uuid.uuid4().hex}:"
+    def make(count: int = 2, **destinations: DestinationConfig) -> list[Limits]:
+        made.extend(one(destinations) for _ in range(count))
+        return made[-count:]
 
-    def make(count: int = 2, **destinations: DestinationConfig) -> list[RedisLimits]:
-        return [RedisLimits(client, destinations, prefix=prefix) for _ in range(count)]
-
-    return make
+    yield make
+    for limits in made:
+        await limits.close()
+    if client is not None:
+        await client.aclose()
 
 
 # --- two replicas share one concurrency cap and one rate ---

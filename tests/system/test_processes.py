@@ -17,6 +17,8 @@ from aiohttp.test_utils import TestServer
 
 from gateway.cli.processes import child_argv, process_count
 from gateway.errors import GatewayError
+from tests.conftest import FIXTURE_SECRET
+from tests.fakes import FakeDestination, Reply
 from tests.processes import ROOT, GatewayProcess, free_port
 from tests.sink import Sink
 from tests.system.test_crash import Poster, ServerFactory, config_text, delivered_seqs, event_bodies, wait_until
@@ -151,3 +153,36 @@ async def test_a_process_that_dies_later_is_restarted(tmp_path: Path) -> None:
             assert answer.status == 200
         assert await gateway.stop() == 0
     assert re.search(rf"process 0 \(pid {first}\) exited with code -9; restarting it", gateway.tail()), gateway.tail()
+
+
+def limited_config(crm_url: str, chat_url: str) -> str:
+    return f"""\
+storage: {{path: gateway.db}}
+sources:
+  missive: {{secrets: ["{FIXTURE_SECRET}"]}}
+destinations:
+  crm: {{url: "{crm_url}", concurrency: 1}}
+  chat: {{url: "{chat_url}", rate_limit: 2/m}}
+routes:
+  - name: all
+    send:
+      - {{to: crm, body: {{seq: "{{{{ crash_test.seq }}}}"}}}}
+      - {{to: chat, body: {{seq: "{{{{ crash_test.seq }}}}"}}}}
+"""
+
+
+async def test_processes_share_a_destinations_concurrency_and_rate(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    events = 8
+    async with FakeDestination([Reply(200, delay_s=0.1)]) as crm, FakeDestination([200]) as chat:
+        config.write_text(limited_config(crm.url("/notes"), chat.url("/post")), encoding="utf-8")
+        async with GatewayProcess(config, free_port(), tmp_path / "gateway.log", ("--processes", "2")) as gateway:
+            await gateway.start()
+            poster = Poster(gateway.url("/hooks/missive"), event_bodies(events))
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+                await asyncio.gather(*(poster.run(session) for _ in range(4)))
+            await crm.wait_for_requests(events, timeout_s=30)
+            await asyncio.sleep(0.5)  # both workers poll meanwhile; limits kept per process would send 4
+            assert await gateway.stop() == 0
+    assert crm.max_in_flight == 1, "one request at a time between both processes"
+    assert len(chat.received) == 2, "2/m between both processes"

@@ -1,0 +1,188 @@
+"""Limits shared by every gateway process on one SQLite store: `serve --processes N`, or `serve --no-worker`
+beside a `gateway worker`.
+
+The same bookkeeping as `gateway.delivery.shared_limits` keeps in Redis, in a small SQLite file beside
+the store (`gateway.db` -> `gateway.limits.db`): per destination, the in-flight slots, each expiring
+after the destination's timeout plus the lease margin (so a process that dies mid-attempt frees its
+slots about when its leased deliveries come due again), and the request starts of the longest
+window. One transaction per `capacity` call counts and grants, so processes asking at once never
+get more than the cap between them. The file is written without fsync: what a power cut loses of it
+is at most a few starts, which the limits then forget, never an event or a delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from gateway.config.schema import DestinationConfig
+from gateway.delivery.limits import Limits, SharedSettings
+from gateway.delivery.worker import LEASE_MARGIN_S
+from gateway.errors import StoreUnavailable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS slots (
+    destination TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (destination, slot)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS starts (
+    destination TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (destination, slot)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS starts_at ON starts (destination, at_ms);
+"""
+_BUSY_TIMEOUT_S = 5.0
+
+_T = TypeVar("_T")
+_Op = Callable[..., _T]
+
+
+def limits_path(store_path: Path) -> Path:
+    """`data/gateway.db` -> `data/gateway.limits.db`."""
+    return store_path.with_name(f"{store_path.stem}.limits{store_path.suffix or '.db'}")
+
+
+class SqliteLimits(Limits):
+    """`Limits` kept in one SQLite file, shared by every process that opens the same one."""
+
+    def __init__(
+        self, path: Path, destinations: Mapping[str, DestinationConfig], lease_margin_s: float = LEASE_MARGIN_S
+    ) -> None:
+        self._path = path
+        self._lease_margin_s = lease_margin_s
+        self._destinations = {name: SharedSettings.of(config, lease_margin_s) for name, config in destinations.items()}
+        self._process = uuid.uuid4().hex
+        self._rounds = 0
+        self._reserved: dict[str, list[str]] = {}
+        self._in_flight: dict[str, list[str]] = {}
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-sqlite-limits")
+        self._conn: sqlite3.Connection | None = None
+
+    def reconfigure(self, destinations: Mapping[str, DestinationConfig]) -> None:
+        """New settings from the next `capacity` call on (a config reload); slots in flight stay counted."""
+        self._destinations = {
+            name: SharedSettings.of(config, self._lease_margin_s) for name, config in destinations.items()
+        }
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, conn.close)
+        self._thread.shutdown(wait=False)
+
+    async def capacity(self, destination: str, now_ms: int) -> int:
+        limits = self._destinations.get(destination)
+        if limits is None:
+            return 0
+        self._rounds += 1
+        slot = f"{self._process}:{self._rounds}"
+        granted = await self._run(_grant, destination, limits, now_ms, slot)
+        self._reserved[destination] = [f"{slot}:{n}" for n in range(1, granted + 1)]
+        return granted
+
+    async def started(self, destination: str, count: int) -> None:
+        reserved = self._reserved.pop(destination, [])
+        used, unused = reserved[:count], reserved[count:]
+        self._in_flight.setdefault(destination, []).extend(used)
+        if unused:
+            await self._run(_give_back, destination, unused)
+
+    async def finished(self, destination: str) -> None:
+        in_flight = self._in_flight.get(destination)
+        if in_flight:
+            await self._run(_free, destination, in_flight.pop())
+
+    async def next_ready_ms(self, destination: str, now_ms: int) -> int | None:
+        limits = self._destinations.get(destination)
+        if limits is None or not limits.rates:
+            return None
+        return await self._run(_next_ready, destination, limits, now_ms)
+
+    async def _run(self, op: _Op[_T], *args: object) -> _T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._thread, self._in_transaction, op, args)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite limits {self._path} cannot be used: {exc}") from exc
+
+    def _in_transaction(self, op: _Op[_T], args: tuple[object, ...]) -> _T:
+        if self._conn is None:
+            self._conn = _open(self._path)
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = op(conn, *args)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.executescript(_SCHEMA)
+    return conn
+
+
+def _grant(conn: sqlite3.Connection, destination: str, limits: SharedSettings, now_ms: int, slot: str) -> int:
+    conn.execute("DELETE FROM slots WHERE destination = ? AND expires_at_ms <= ?", (destination, now_ms))
+    (taken,) = conn.execute("SELECT count(*) FROM slots WHERE destination = ?", (destination,)).fetchone()
+    granted: int = limits.concurrency - taken
+    if limits.rates:
+        forgotten = (destination, now_ms - limits.longest_ms)
+        conn.execute("DELETE FROM starts WHERE destination = ? AND at_ms <= ?", forgotten)
+        for rate in limits.rates:
+            granted = min(granted, rate.limit - _starts_since(conn, destination, now_ms - rate.window_ms))
+    if granted <= 0:
+        return 0
+    names = [f"{slot}:{n}" for n in range(1, granted + 1)]
+    expires_at_ms = now_ms + limits.slot_ms
+    conn.executemany("INSERT INTO slots VALUES (?, ?, ?)", [(destination, name, expires_at_ms) for name in names])
+    if limits.rates:
+        conn.executemany("INSERT INTO starts VALUES (?, ?, ?)", [(destination, name, now_ms) for name in names])
+    return granted
+
+
+def _give_back(conn: sqlite3.Connection, destination: str, slots: list[str]) -> None:
+    rows = [(destination, slot) for slot in slots]
+    conn.executemany("DELETE FROM slots WHERE destination = ? AND slot = ?", rows)
+    conn.executemany("DELETE FROM starts WHERE destination = ? AND slot = ?", rows)
+
+
+def _free(conn: sqlite3.Connection, destination: str, slot: str) -> None:
+    conn.execute("DELETE FROM slots WHERE destination = ? AND slot = ?", (destination, slot))
+
+
+def _next_ready(conn: sqlite3.Connection, destination: str, limits: SharedSettings, now_ms: int) -> int | None:
+    """When every rate allows one more start, if one is full now."""
+    ready: list[int] = []
+    for rate in limits.rates:
+        since_ms = now_ms - rate.window_ms
+        used = _starts_since(conn, destination, since_ms)
+        if used >= rate.limit:
+            (oldest,) = conn.execute(
+                "SELECT at_ms FROM starts WHERE destination = ? AND at_ms > ? ORDER BY at_ms LIMIT 1 OFFSET ?",
+                (destination, since_ms, used - rate.limit),
+            ).fetchone()
+            ready.append(oldest + rate.window_ms)
+    return max(ready, default=None)
+
+
+def _starts_since(conn: sqlite3.Connection, destination: str, since_ms: int) -> int:
+    (count,) = conn.execute(
+        "SELECT count(*) FROM starts WHERE destination = ? AND at_ms > ?", (destination, since_ms)
+    ).fetchone()
+    result: int = count
+    return result
