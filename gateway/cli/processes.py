@@ -34,6 +34,7 @@ from gateway.ops.metrics import MULTIPROCESS_DIR_ENV
 log = logging.getLogger("gateway.processes")
 
 LISTEN_FDS_FLAG = "--listen-fds"
+SUPERVISOR_ENV = "GATEWAY_SUPERVISOR_PID"
 
 # A process that exits sooner than this after it started failed to start: restarting would only repeat it.
 _START_WINDOW_S = 10.0
@@ -60,13 +61,17 @@ def inherited_sockets(fds: str) -> list[socket.socket]:
 
 
 def stop_when_orphaned() -> None:
-    """In a supervised process: drain and stop (SIGTERM to itself) if the supervisor goes away, even by kill -9."""
-    parent = os.getppid()
+    """In a supervised process: drain and stop (SIGTERM to itself) if the supervisor goes away, even by kill -9.
+
+    The supervisor names itself (SUPERVISOR_ENV): a process it started is compared with that pid, not with its
+    parent when it looked, for the supervisor may be gone before the process has finished starting.
+    """
+    supervisor = int(os.environ.get(SUPERVISOR_ENV, os.getppid()))
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while os.getppid() == supervisor:
             time.sleep(1.0)
-        log.warning("the supervisor (pid %d) is gone; stopping", parent)
+        log.warning("the supervisor (pid %d) is gone; stopping", supervisor)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="gateway-orphan-watch", daemon=True).start()
@@ -125,7 +130,7 @@ class Supervisor:
 
     def run(self) -> int:
         metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
-        env = {**os.environ, MULTIPROCESS_DIR_ENV: metrics_dir}
+        env = {**os.environ, MULTIPROCESS_DIR_ENV: metrics_dir, SUPERVISOR_ENV: str(os.getpid())}
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
             self.children = [_Child(index, sockets) for index, sockets in enumerate(self.socket_sets)]

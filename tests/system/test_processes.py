@@ -186,3 +186,20 @@ async def test_processes_share_a_destinations_concurrency_and_rate(tmp_path: Pat
             assert await gateway.stop() == 0
     assert crm.max_in_flight == 1, "one request at a time between both processes"
     assert len(chat.received) == 2, "2/m between both processes"
+
+
+async def test_processes_stop_when_the_supervisor_is_killed_while_they_start(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text("http://127.0.0.1:9/sink"), encoding="utf-8")
+    command = [sys.executable, "-m", "gateway", "serve", "-c", str(config), "--port", str(free_port()),
+               "--processes", "2"]  # fmt: skip
+    supervisor = await asyncio.create_subprocess_exec(
+        *command, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        await wait_until(lambda: len(children(supervisor.pid)) == 2, 15)
+        workers = children(supervisor.pid)  # still importing: they have not looked at their parent yet
+    finally:
+        supervisor.kill()
+        await supervisor.wait()
+    await wait_until(lambda: not any(alive(pid) for pid in workers), 30)
