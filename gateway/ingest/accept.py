@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from gateway.ingest.rendering import quick_or_in_a_thread
 from gateway.ingest.signature import verify
 from gateway.ingest.stateful import route_and_store
 from gateway.model import IngestResult, NewDelivery, NewEvent, event_facts
@@ -16,12 +15,6 @@ from gateway.routing.plan import new_id, plan, to_deliveries
 from gateway.store.base import Store, dedupe_key
 
 log = logging.getLogger("gateway.ingest")
-
-# Routing and rendering run here, off the event loop: a render may take up to server.render_timeout, and the
-# loop keeps answering (health checks, other webhooks) meanwhile. Several threads, so one slow render does not
-# hold up the others.
-_RENDERING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gateway-render")
-
 
 @dataclass(frozen=True)
 class Accepted:
@@ -50,12 +43,11 @@ async def accept(
     event = NewEvent(event_id, source, now_ms, body, dedupe_key(body), event_facts(payload))
     dedupe_window_ms = int(source_config.dedupe_window * 1000)
     if config.state_of(source):
-        routed = await route_and_store(config, store, event, payload, event_meta, dedupe_window_ms, _RENDERING)
+        routed = await route_and_store(config, store, event, payload, event_meta, dedupe_window_ms)
         result, verdicts, deliveries = routed.result, routed.verdicts, routed.deliveries
     else:
         routes = config.routes_for(source)
-        loop = asyncio.get_running_loop()
-        verdicts = await loop.run_in_executor(_RENDERING, plan, routes, payload, body, event_meta)
+        verdicts = await quick_or_in_a_thread(plan, routes, payload, body, event_meta)
         deliveries = to_deliveries(verdicts, now_ms)
         result = await store.ingest(event, deliveries, dedupe_window_ms)
     matched = tuple(verdict.route for verdict in verdicts if verdict.matched)

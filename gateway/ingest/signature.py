@@ -5,13 +5,14 @@ from __future__ import annotations
 import hmac
 
 from gateway.errors import SignatureError
+from gateway.hashing import hmac_sha256
 
 SIGNATURE_HEADER = "X-Hook-Signature"
 
 
 def sign(secret: bytes, body: bytes) -> str:
     """The header value Missive sends for `body` signed with `secret`."""
-    return "sha256=" + hmac.digest(secret, body, "sha256").hex()
+    return "sha256=" + hmac_sha256(secret, body).hex()
 
 
 def verify(secrets: list[bytes], body: bytes, header: str | None) -> None:
@@ -27,6 +28,6 @@ def verify(secrets: list[bytes], body: bytes, header: str | None) -> None:
     expected = given.lower().encode("utf-8", "surrogateescape")  # aiohttp decodes bytes that are not UTF-8 so
     valid = False
     for secret in secrets:
-        valid |= hmac.compare_digest(hmac.digest(secret, body, "sha256").hex().encode(), expected)
+        valid |= hmac.compare_digest(hmac_sha256(secret, body).hex().encode(), expected)
     if not valid:
         raise SignatureError(f"{SIGNATURE_HEADER} does not match the body")

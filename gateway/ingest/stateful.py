@@ -1,6 +1,6 @@
 """Routing on state: for a source whose routes read `changes` or have once_per.
 
-Read the conversation's state and the once_per windows, route on them (off the event loop), and store the
+Read the conversation's state and the once_per windows, route on them (`gateway.ingest.rendering`), and store the
 event with the new state only if nothing changed meanwhile; if something did (another event of the same
 conversation, on this replica or another), read and route again. So of two events of one conversation
 arriving together, one is routed on the state the other left, and a duplicate changes nothing.
@@ -8,14 +8,12 @@ arriving together, one is routed on the state the other left, and a duplicate ch
 
 from __future__ import annotations
 
-import asyncio
 import json
-from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any
 
 from gateway.errors import StoreUnavailable
+from gateway.ingest.rendering import quick_or_in_a_thread
 from gateway.model import IngestResult, NewDelivery, NewEvent, StateWrite
 from gateway.routing.compiled import LoadedConfig
 from gateway.routing.conversation import changes_of, conversation_facts, next_state, state_keys
@@ -34,12 +32,11 @@ class Routed:
 
 async def route_and_store(
     config: LoadedConfig, store: Store, event: NewEvent, payload: Any, meta: dict[str, Any],
-    dedupe_window_ms: int, executor: Executor,
+    dedupe_window_ms: int,
 ) -> Routed:  # fmt: skip
-    loop = asyncio.get_running_loop()
     routes = config.routes_for(event.source)
     facts = conversation_facts(payload)
-    keys, _ = await loop.run_in_executor(executor, once_keys, routes, payload, event.body, meta)
+    keys, _ = await quick_or_in_a_thread(once_keys, routes, payload, event.body, meta)
     remembered = config.state_of(event.source).conversations
     needed = state_keys(event.source, facts, remembered, keys)
     now_ms = event.received_at_ms
@@ -47,7 +44,7 @@ async def route_and_store(
         seen = await store.read_state(needed, now_ms)
         changes = changes_of(seen.conversation, facts) if remembered else None
         state = PlanState(changes, keys, seen.once_until_ms)
-        verdicts = await loop.run_in_executor(executor, partial(plan, routes, payload, event.body, meta, state=state))
+        verdicts = await quick_or_in_a_thread(plan, routes, payload, event.body, meta, state=state)
         deliveries = to_deliveries(verdicts, now_ms)
         conversation = next_state(seen.conversation, facts, now_ms) if needed.conversation else None
         write = StateWrite(needed, seen, conversation, windows_opened(routes, verdicts, keys, now_ms))

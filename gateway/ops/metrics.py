@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
@@ -92,8 +93,17 @@ class Metrics:
         )
         for result in RELOAD_RESULTS:
             self.reloads.labels(result)
+        self._children: dict[tuple[object, ...], Any] = {}
         self._queue_read = asyncio.Lock()
         self._queue_read_at_ms: int | None = None
+
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """`metric.labels(*labels)`, found once: labels() takes a lock and builds a key on every call."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def track_config(self, loaded: LoadedConfig) -> None:
         """Show the config's sources, routes and destinations at 0 before anything happens to them."""
@@ -111,27 +121,28 @@ class Metrics:
     def ingested(self, source: str, accepted: Accepted) -> None:
         result = accepted.result
         outcome = "validation" if result is None else "duplicate" if result.duplicate else "accepted"
-        self.events.labels(source, outcome).inc()
+        self._child(self.events, source, outcome).inc()
         for route in accepted.routes:
-            self.route_matches.labels(route).inc()
+            self._child(self.route_matches, route).inc()
         for route in accepted.suppressed:
-            self.suppressed.labels(route).inc()
+            self._child(self.suppressed, route).inc()
         for destination in accepted.dead:  # a template failed: dead before any attempt
-            self.deliveries.labels(destination, DeliveryStatus.DEAD.value).inc()
+            self._child(self.deliveries, destination, DeliveryStatus.DEAD.value).inc()
 
     def rejected(self, source: str, error: GatewayError) -> None:
-        self.events.labels(source, rejection_outcome(error)).inc()
+        self._child(self.events, source, rejection_outcome(error)).inc()
 
     def attempted(self, delivery: Delivery, result: AttemptResult) -> None:
         """The worker's `on_attempt` callback."""
-        self.attempts.labels(delivery.destination, attempt_result(result)).inc()
+        self._child(self.attempts, delivery.destination, attempt_result(result)).inc()
         if result.status is DeliveryStatus.PENDING:
             return
-        self.deliveries.labels(delivery.destination, result.status.value).inc()
+        self._child(self.deliveries, delivery.destination, result.status.value).inc()
         if result.status is DeliveryStatus.DELIVERED:
             attempt = result.attempt
             finished_at_ms = attempt.started_at_ms + attempt.elapsed_ms
-            self.latency.labels(delivery.destination).observe(max(0.0, finished_at_ms - delivery.created_at_ms) / 1000)
+            latency_s = max(0.0, finished_at_ms - delivery.created_at_ms) / 1000
+            self._child(self.latency, delivery.destination).observe(latency_s)
 
     def reloaded(self, applied: bool) -> None:
         self.reloads.labels("applied" if applied else "failed").inc()

@@ -13,6 +13,8 @@ inside `budget(limits)`, and the environment checks it where the work happens:
 
 A render over budget raises `OverBudget`, a RenderError: the delivery becomes a dead letter with the
 reason. The clock is only read between steps: one step (a filter on a huge value) runs to its end.
+Inside `time_slice(s)`, the same checks raise `SliceSpent` once `s` seconds have passed, for the
+caller to run the work again where it may take its whole budget.
 """
 
 from __future__ import annotations
@@ -53,18 +55,32 @@ class RenderLimits:
 DEFAULT_LIMITS = RenderLimits()  # server.render_timeout and server.render_max_bytes's defaults
 
 
-class _Budget:
-    __slots__ = ("deadline", "max_bytes", "limits")
+class SliceSpent(BaseException):  # noqa: N818 - an interruption, not an error
+    """The time slice a render was started in (`time_slice`) is spent: the caller runs the work again elsewhere.
 
-    def __init__(self, deadline: float, max_bytes: int, limits: RenderLimits | None) -> None:
+    A BaseException, so that nothing on the way (a template part's `except Exception`) takes it for the
+    template's own failure.
+    """
+
+
+class _Budget:
+    __slots__ = ("deadline", "max_bytes", "limits", "slice_deadline")
+
+    def __init__(
+        self, deadline: float, max_bytes: int, limits: RenderLimits | None, slice_deadline: float = math.inf
+    ) -> None:
         self.deadline = deadline
         self.max_bytes = max_bytes
         self.limits = limits
+        self.slice_deadline = slice_deadline
 
     def check_time(self) -> None:
-        if time.perf_counter() > self.deadline:
+        now = time.perf_counter()
+        if now > self.deadline:
             timeout_s = self.limits.timeout_s if self.limits else 0
             raise OverBudget(f"rendering took longer than the {timeout_s:g} s allowed (server.render_timeout)")
+        if now > self.slice_deadline:
+            raise SliceSpent()
 
     def check_size(self, size: int) -> None:
         if size > self.max_bytes:
@@ -96,10 +112,30 @@ class budget:  # lower case: it reads like a function, `with budget(limits):`
     def __enter__(self) -> None:
         self._previous = current_budget()
         limits = self._limits
-        _local.budget = _Budget(time.perf_counter() + limits.timeout_s, limits.max_bytes, limits)
+        slice_deadline = getattr(_local, "slice_deadline", math.inf)
+        _local.budget = _Budget(time.perf_counter() + limits.timeout_s, limits.max_bytes, limits, slice_deadline)
 
     def __exit__(self, *exc_info: object) -> None:
         _local.budget = self._previous
+
+
+class time_slice:  # lower case: it reads like a function, `with time_slice(0.02):`
+    """Let the renders started in this block (in this thread) run `seconds` at most, whatever their budget
+    allows: past that a check raises SliceSpent. So the event loop can try a render and hand it to a thread
+    once it proves slow."""
+
+    __slots__ = ("_seconds", "_previous")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._previous = math.inf
+
+    def __enter__(self) -> None:
+        self._previous = getattr(_local, "slice_deadline", math.inf)
+        _local.slice_deadline = time.perf_counter() + self._seconds
+
+    def __exit__(self, *exc_info: object) -> None:
+        _local.slice_deadline = self._previous
 
 
 def _loop_budget(iterable: Iterable[Any]) -> Iterator[Any]:

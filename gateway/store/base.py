@@ -6,10 +6,10 @@ tests can drive them with an injected one.
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
+from gateway.hashing import blake2b_64
 from gateway.model import (
     Activity,
     Attempt,
@@ -33,7 +33,7 @@ from gateway.model import (
 
 def dedupe_key(body: bytes) -> str:
     """What tells a body seen again: 64 bits of BLAKE2b, in hex (two bodies match by chance once in 2^64)."""
-    return hashlib.blake2b(body, digest_size=8).hexdigest()
+    return blake2b_64(body).hex()
 
 
 class Store(ABC):

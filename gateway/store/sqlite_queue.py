@@ -12,6 +12,8 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from gateway.model import (
     Attempt,
     AttemptResult,
@@ -117,7 +119,7 @@ def _delivery_row(codec: Codec, event_id: str, at_ms: int, new: NewDelivery) -> 
 def _request_columns(codec: Codec, request: RenderedRequest | None) -> tuple[Any, ...]:
     if request is None:
         return (None,) * 5
-    headers = codec.pack(Kind.HEADERS, json.dumps(request.headers, separators=(",", ":")).encode())
+    headers = codec.pack(Kind.HEADERS, orjson.dumps(request.headers))
     return request.method, request.url, headers, codec.pack(Kind.BODY, request.body), int(request.untrusted_host)
 
 
