@@ -9,6 +9,7 @@ import base64
 import json
 import random
 import secrets
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -80,13 +81,24 @@ _ORDERED_DIGITS = bytes.maketrans(
 )
 
 
+_last_id = 0
+_last_id_lock = threading.Lock()
+
+
 def new_id(prefix: str, now_ms: int) -> str:
     """A unique id that sorts by creation time: `evt_P4TPnp7YmBlD3Xf-`.
 
     42 bits of milliseconds (until 2109) and 54 random bits in 16 URL-safe characters, where hex
-    took 24: every id is stored several times over (rows, indexes, headers).
+    took 24: every id is stored several times over (rows, indexes, headers). Within one process,
+    ids made in the same millisecond follow one another (the random part counts up), so events
+    list in the order they arrived.
     """
+    global _last_id
     number = (now_ms << 54) | _id_bits(54)
+    with _last_id_lock:
+        if number >> 54 == _last_id >> 54 and number <= _last_id:
+            number = _last_id + 1
+        _last_id = number
     return f"{prefix}_{base64.b64encode(number.to_bytes(12, 'big')).translate(_ORDERED_DIGITS).decode()}"
 
 
