@@ -6,8 +6,9 @@ the store (`gateway.db` -> `gateway.limits.db`): per destination, the in-flight 
 after the destination's timeout plus the lease margin (so a process that dies mid-attempt frees its
 slots about when its leased deliveries come due again), and the request starts of the longest
 window. One transaction per `capacity` call counts and grants, so processes asking at once never
-get more than the cap between them. The file is written without fsync: what a power cut loses of it
-is at most a few starts, which the limits then forget, never an event or a delivery.
+get more than the cap between them (they take turns through the file's `WriteLock`). The file is
+written without fsync: what a power cut loses of it is at most a few starts, which the limits then
+forget, never an event or a delivery.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gateway.config.schema import DestinationConfig
 from gateway.delivery.limits import Limits, SharedSettings
 from gateway.delivery.worker import LEASE_MARGIN_S
 from gateway.errors import StoreUnavailable
+from gateway.store.write_lock import WriteLock
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS slots (
@@ -66,6 +68,7 @@ class SqliteLimits(Limits):
         self._in_flight: dict[str, list[str]] = {}
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-sqlite-limits")
         self._conn: sqlite3.Connection | None = None
+        self._lock: WriteLock | None = None
 
     def reconfigure(self, destinations: Mapping[str, DestinationConfig]) -> None:
         """New settings from the next `capacity` call on (a config reload); slots in flight stay counted."""
@@ -77,6 +80,9 @@ class SqliteLimits(Limits):
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(self._thread, conn.close)
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.close()
         self._thread.shutdown(wait=False)
 
     async def capacity(self, destination: str, now_ms: int) -> int:
@@ -111,20 +117,23 @@ class SqliteLimits(Limits):
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._thread, self._in_transaction, op, args)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"SQLite limits {self._path} cannot be used: {exc}") from exc
 
     def _in_transaction(self, op: _Op[_T], args: tuple[object, ...]) -> _T:
-        if self._conn is None:
-            self._conn = _open(self._path)
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = op(conn, *args)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        if self._lock is None:
+            self._lock = WriteLock(self._path)
+        with self._lock:
+            if self._conn is None:
+                self._conn = _open(self._path)  # processes starting at once set the file up in turn
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = op(conn, *args)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
         return result
 
 

@@ -75,8 +75,8 @@ class SqliteStore(Store):
     async def open(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
         try:
-            write_conn = await asyncio.to_thread(open_writer_connection, self._path, self._check_budget_s)
-            self._writer = GroupCommitWriter(write_conn, loop)
+            write_conn, lock = await asyncio.to_thread(open_writer_connection, self._path, self._check_budget_s)
+            self._writer = GroupCommitWriter(write_conn, loop, lock)
             self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-sqlite-reader")
             self._read_conn = await loop.run_in_executor(self._reader, connect, self._path, True)
             known = await self._write(queue.load_dictionaries)

@@ -14,6 +14,7 @@ from pathlib import Path
 from gateway.model import event_facts
 from gateway.store.base import dedupe_key
 from gateway.store.sqlite_file import QUICK_CHECK_BUDGET_S, check_integrity, create_private
+from gateway.store.write_lock import WriteLock
 
 SCHEMA_VERSION = 7
 _BACKFILL_CHUNK = 1000
@@ -147,23 +148,29 @@ def connect(path: Path, read_only: bool) -> sqlite3.Connection:
     return conn
 
 
-def open_writer_connection(path: Path, check_budget_s: float = QUICK_CHECK_BUDGET_S) -> sqlite3.Connection:
-    """The connection every write goes through, on a file created private and checked for damage first."""
+def open_writer_connection(
+    path: Path, check_budget_s: float = QUICK_CHECK_BUDGET_S
+) -> tuple[sqlite3.Connection, WriteLock]:
+    """The connection every write goes through, on a file created private and checked for damage first, and
+    the file's write lock; processes opening one file at once set it up (WAL, schema) in turn."""
     create_private(path)
+    lock = WriteLock(path)
     conn = connect(path, read_only=False)
     try:
         check_integrity(conn, path, check_budget_s)
-        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchall()[0]
-        if mode != "wal":
-            raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL is needed; put the file on a local disk")
-        conn.execute("PRAGMA synchronous = FULL")
-        # Savepoints copy the pages they touch into a statement journal: keep it off the disk.
-        conn.execute("PRAGMA temp_store = MEMORY")
-        _migrate(conn)
+        with lock:
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchall()[0]
+            if mode != "wal":
+                raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL is needed; put the file on a local disk")
+            conn.execute("PRAGMA synchronous = FULL")
+            # Savepoints copy the pages they touch into a statement journal: keep it off the disk.
+            conn.execute("PRAGMA temp_store = MEMORY")
+            _migrate(conn)
     except BaseException:
         conn.close()
+        lock.close()
         raise
-    return conn
+    return conn, lock
 
 
 def _version(conn: sqlite3.Connection) -> int | None:

@@ -5,7 +5,8 @@ operation queued so far, runs them in one transaction, commits once, and settles
 futures with one call into the loop. One fsync then serves a whole burst of concurrent
 requests. Should an operation fail, the batch runs again with each operation in its own
 SAVEPOINT, so that a failing one does not undo its neighbours; operations must therefore
-have no effect outside the database (they may run twice).
+have no effect outside the database (they may run twice). Each transaction holds the
+`WriteLock` of the file, so processes sharing it take turns without sleeping.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from gateway.store.write_lock import WriteLock
+
 _Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
 _Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
@@ -24,8 +27,9 @@ _Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 class GroupCommitWriter:
     """The thread that owns the write connection and commits queued operations in groups."""
 
-    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop, lock: WriteLock) -> None:
         self._conn = conn
+        self._lock = lock
         self._loop = loop
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._stopped: asyncio.Future[None] = loop.create_future()
@@ -51,6 +55,7 @@ class GroupCommitWriter:
                     self._notify(self._commit(batch))
         finally:
             self._conn.close()
+            self._lock.close()
             self._notify([(self._stopped, None, None)])
 
     def _take(self) -> tuple[list[_Op], bool]:
@@ -68,18 +73,20 @@ class GroupCommitWriter:
         """Run `batch` in one transaction. Operations rarely fail, so they first run side by side; if one
         does, the transaction is rolled back and the batch runs again, each in its own savepoint."""
         conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            outcomes: list[_Outcome] = [(future, op(conn, *args), None) for op, args, future in batch]
-            conn.execute("COMMIT")
-        except Exception as exc:
-            _roll_back(conn)
-            if len(batch) == 1:
-                return [(batch[0][2], None, exc)]
-            return self._commit_each_in_a_savepoint(batch)
+        with self._lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                outcomes: list[_Outcome] = [(future, op(conn, *args), None) for op, args, future in batch]
+                conn.execute("COMMIT")
+            except Exception as exc:
+                _roll_back(conn)
+                if len(batch) == 1:
+                    return [(batch[0][2], None, exc)]
+                return self._commit_each_in_a_savepoint(batch)
         return outcomes
 
     def _commit_each_in_a_savepoint(self, batch: list[_Op]) -> list[_Outcome]:
+        """Called with the write lock held."""
         conn = self._conn
         outcomes: list[_Outcome] = []
         try:

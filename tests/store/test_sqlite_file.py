@@ -62,7 +62,10 @@ async def test_the_file_and_its_folder_are_private(tmp_path: Path, umask_022: No
         modes = {file.name: stat.S_IMODE(file.stat().st_mode) for file in [path.parent, *path.parent.iterdir()]}
     finally:
         await store.close()
-    assert modes == {"data": 0o700, "gateway.db": 0o600, "gateway.db-wal": 0o600, "gateway.db-shm": 0o600}
+    assert modes == {
+        "data": 0o700, "gateway.db": 0o600, "gateway.db-wal": 0o600, "gateway.db-shm": 0o600,
+        "gateway.db.write-lock": 0o600,
+    }  # fmt: skip
 
 
 async def test_a_live_store_writes_with_wal_and_synchronous_full(tmp_path: Path) -> None:

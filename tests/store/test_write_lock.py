@@ -1,0 +1,79 @@
+"""Processes sharing one SQLite file take turns through its write lock: a writer waits in the kernel while
+another holds it (never in SQLite's sleeping busy handler), and goes on as soon as it is let go."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import stat
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from gateway.config.schema import DestinationConfig
+from gateway.delivery.sqlite_limits import SqliteLimits
+from gateway.model import IngestResult, NewDelivery, NewEvent, RenderedRequest
+from gateway.store.sqlite import SqliteStore
+from gateway.store.write_lock import lock_path
+
+T0 = 1_700_000_000_000
+
+
+@contextmanager
+def held_elsewhere(database: Path) -> Iterator[Callable[[], None]]:
+    """Hold `database`'s write lock through a file description of our own, as another process would; the
+    context gives a function that lets it go."""
+    fd = os.open(lock_path(database), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield lambda: fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+async def waits_for_the_lock(database: Path, write: Awaitable[object]) -> object:
+    """Start `write` while the lock is held elsewhere: it must not finish until the lock is let go."""
+    with held_elsewhere(database) as let_go:
+        task = asyncio.ensure_future(write)
+        done, _ = await asyncio.wait([task], timeout=0.3)
+        assert not done, "the write went ahead while another process held the write lock"
+        let_go()
+        return await asyncio.wait_for(task, timeout=10)
+
+
+async def test_a_store_write_waits_while_another_process_holds_the_lock(tmp_path: Path) -> None:
+    database = tmp_path / "gateway.db"
+    store = SqliteStore(database)
+    await store.open()
+    try:
+        request = RenderedRequest("POST", "http://127.0.0.1:9/", {}, b"{}")
+        event = NewEvent("evt_1", "missive", T0, b'{"rule": {}}', "key-1")
+        delivery = NewDelivery("dlv_1", "r", "crm", 3, request)
+        result = await waits_for_the_lock(database, store.ingest(event, [delivery], 0))
+
+        assert isinstance(result, IngestResult) and (result.event_id, result.deliveries) == ("evt_1", 1)
+        assert await store.get_event("evt_1") is not None
+    finally:
+        await store.close()
+    assert stat.S_IMODE(lock_path(database).stat().st_mode) == 0o600
+
+
+async def test_shared_limits_wait_while_another_process_holds_the_lock(tmp_path: Path) -> None:
+    database = tmp_path / "gateway.limits.db"
+    crm = DestinationConfig.model_validate({"url": "http://127.0.0.1:9/", "concurrency": 2})
+    limits = SqliteLimits(database, {"crm": crm})
+    try:
+        assert await limits.capacity("crm", T0) == 2  # the file and its lock exist from the first call on
+        await limits.started("crm", 0)
+
+        assert await waits_for_the_lock(database, limits.capacity("crm", T0)) == 2
+    finally:
+        await limits.close()
+
+
+@pytest.mark.parametrize("name", ["gateway.db", "data.sqlite"])
+def test_the_lock_file_sits_beside_the_database(tmp_path: Path, name: str) -> None:
+    assert lock_path(tmp_path / name) == tmp_path / f"{name}.write-lock"
