@@ -6,7 +6,8 @@ futures with one call into the loop. One fsync then serves a whole burst of conc
 requests. Should an operation fail, the batch runs again with each operation in its own
 SAVEPOINT, so that a failing one does not undo its neighbours; operations must therefore
 have no effect outside the database (they may run twice). Each transaction holds the
-`WriteLock` of the file, so processes sharing it take turns without sleeping.
+`WriteLock` of the file, so processes sharing it take turns without sleeping, and what is
+queued while another process commits joins the next transaction.
 """
 
 from __future__ import annotations
@@ -50,17 +51,20 @@ class GroupCommitWriter:
         try:
             stopping = False
             while not stopping:
-                batch, stopping = self._take()
-                if batch:
-                    self._notify(self._commit(batch))
+                first = self._queue.get()
+                with self._lock:  # what is queued while another process commits joins this transaction
+                    batch, stopping = self._take(first)
+                    outcomes = self._commit(batch) if batch else []
+                if outcomes:
+                    self._notify(outcomes)
         finally:
             self._conn.close()
             self._lock.close()
             self._notify([(self._stopped, None, None)])
 
-    def _take(self) -> tuple[list[_Op], bool]:
-        """Wait for work, then take all that is queued; the flag says the stop marker was among it."""
-        items = [self._queue.get()]
+    def _take(self, first: _Op | None) -> tuple[list[_Op], bool]:
+        """`first` and all that is queued after it; the flag says the stop marker was among them."""
+        items = [first]
         while True:
             try:
                 items.append(self._queue.get_nowait())
@@ -70,23 +74,22 @@ class GroupCommitWriter:
         return batch, len(batch) < len(items)
 
     def _commit(self, batch: list[_Op]) -> list[_Outcome]:
-        """Run `batch` in one transaction. Operations rarely fail, so they first run side by side; if one
-        does, the transaction is rolled back and the batch runs again, each in its own savepoint."""
+        """Run `batch` in one transaction, the write lock held. Operations rarely fail, so they first run side
+        by side; if one does, the transaction is rolled back and the batch runs again, each in its own
+        savepoint."""
         conn = self._conn
-        with self._lock:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                outcomes: list[_Outcome] = [(future, op(conn, *args), None) for op, args, future in batch]
-                conn.execute("COMMIT")
-            except Exception as exc:
-                _roll_back(conn)
-                if len(batch) == 1:
-                    return [(batch[0][2], None, exc)]
-                return self._commit_each_in_a_savepoint(batch)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            outcomes: list[_Outcome] = [(future, op(conn, *args), None) for op, args, future in batch]
+            conn.execute("COMMIT")
+        except Exception as exc:
+            _roll_back(conn)
+            if len(batch) == 1:
+                return [(batch[0][2], None, exc)]
+            return self._commit_each_in_a_savepoint(batch)
         return outcomes
 
     def _commit_each_in_a_savepoint(self, batch: list[_Op]) -> list[_Outcome]:
-        """Called with the write lock held."""
         conn = self._conn
         outcomes: list[_Outcome] = []
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import sqlite3
 import stat
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +18,8 @@ from gateway.config.schema import DestinationConfig
 from gateway.delivery.sqlite_limits import SqliteLimits
 from gateway.model import IngestResult, NewDelivery, NewEvent, RenderedRequest
 from gateway.store.sqlite import SqliteStore
-from gateway.store.write_lock import lock_path
+from gateway.store.write_lock import WriteLock, lock_path
+from gateway.store.writer import GroupCommitWriter
 
 T0 = 1_700_000_000_000
 
@@ -72,6 +74,31 @@ async def test_shared_limits_wait_while_another_process_holds_the_lock(tmp_path:
         assert await waits_for_the_lock(database, limits.capacity("crm", T0)) == 2
     finally:
         await limits.close()
+
+
+async def test_writes_queued_while_another_process_commits_join_one_transaction(tmp_path: Path) -> None:
+    database = tmp_path / "gateway.db"
+    conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    conn.execute("CREATE TABLE t (n INTEGER)")
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    writer = GroupCommitWriter(conn, asyncio.get_running_loop(), WriteLock(database))
+    try:
+        with held_elsewhere(database) as let_go:
+            first = writer.submit(insert, (1,))
+            await asyncio.sleep(0.2)  # the writer took the first and waits for the lock
+            later = [writer.submit(insert, (n,)) for n in (2, 3)]
+            let_go()
+            await asyncio.wait_for(asyncio.gather(first, *later), timeout=10)
+    finally:
+        await writer.stop()
+
+    assert statements.count("BEGIN IMMEDIATE") == 1
+    assert statements.count("COMMIT") == 1
+
+
+def insert(conn: sqlite3.Connection, n: int) -> None:
+    conn.execute("INSERT INTO t VALUES (?)", (n,))
 
 
 @pytest.mark.parametrize("name", ["gateway.db", "data.sqlite"])
