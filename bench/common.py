@@ -57,9 +57,26 @@ def free_port() -> int:
         return port
 
 
-def pinned(core: int, command: list[str]) -> list[str]:
-    """`command` pinned to one core when taskset exists (server and load generator apart)."""
-    return ["taskset", "-c", str(core), *command] if shutil.which("taskset") else command
+def pinned(core: int | None, command: list[str]) -> list[str]:
+    """`command` pinned to one core when taskset exists (server and load generator apart); None leaves it free."""
+    if core is None or not shutil.which("taskset"):
+        return command
+    return ["taskset", "-c", str(core), *command]
+
+
+def largest_rss_mb(pid: int) -> float:
+    """The resident memory of the largest of a process and its children, in MB: one gateway process's, whether
+    `pid` serves itself or supervises `serve --processes N`. NaN where /proc is missing."""
+    sizes = []
+    for each in (pid, *_children(pid)):
+        try:
+            status = Path(f"/proc/{each}/status").read_text()
+        except OSError:
+            continue
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        if match:
+            sizes.append(int(match.group(1)) / 1024)
+    return max(sizes, default=float("nan"))
 
 
 @contextlib.contextmanager
@@ -105,7 +122,7 @@ class WrkResult:
     non_2xx: int
 
 
-def wrk(url: str, lua: Path, seconds: int, connections: int, core: int) -> WrkResult:
+def wrk(url: str, lua: Path, seconds: int, connections: int, core: int | None) -> WrkResult:
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install wrk")
     output = subprocess.run(

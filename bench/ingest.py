@@ -9,26 +9,51 @@ p50 on one connection, and the store file's size per event once the server has s
 "gateway, 1 route" does the least a durable gateway does: one field rule, one small
 request, logging at warning. "changes + once_per" routes on conversation state (read before
 routing, written back with the event if unchanged), unsigned, over 1,000 conversations; "same
-routes, no state" is its twin without them.
+routes, no state" is its twin without them. "gateway ingest, N stored" is "gateway ingest" on a
+store already holding `--stored` events (written through the same accept path first): ingest
+must not slow down as the store grows. The two "processes" rows run `serve --processes 1` and
+`--processes 2` with the realistic config, nothing pinned: the processes and wrk share both
+cores. Idle RSS is the largest gateway process's, before any load. With `--node-red` (its
+`red.js`, from `npm install node-red`), a row for Node-RED running `bench/nodered_flow.json`:
+http in, a function computing and comparing the HMAC (over the re-serialised payload: http in
+parses the body), a switch on the rule type, and the response; it stores nothing.
 
-    .venv/bin/python bench/ingest.py [--seconds 10] [--connections 32]
+    .venv/bin/python bench/ingest.py [--seconds 10] [--connections 32] [--stored 100000] [--node-red red.js]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import sqlite3
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import PYTHON, ROOT, WrkResult, cpu_s, free_port, pinned, running, varied_bodies, wrk, wrk_post_many_script
+from common import (
+    PYTHON,
+    ROOT,
+    WrkResult,
+    cpu_s,
+    free_port,
+    largest_rss_mb,
+    pinned,
+    running,
+    varied_bodies,
+    wrk,
+    wrk_post_many_script,
+)
 
+from gateway.ingest.accept import accept
 from gateway.ingest.signature import sign
+from gateway.routing.compiled import load_config
+from gateway.store.factory import make_store
 
 SECRET = "bench-secret"
+NODE_RED_FLOW = ROOT / "bench" / "nodered_flow.json"
 DISTINCT_BODIES = 500  # one team's incoming mail, each event its own (see common.varied_bodies)
 CONFIG = """\
 storage: {path: gateway.db}
@@ -126,17 +151,48 @@ class Row:
     one_connection: WrkResult
     cpu_us_per_request: float
     stored_bytes_per_event: float
+    idle_rss_mb: float
 
 
-def measure(command: list[str], url: str, lua: Path, seconds: int, connections: int, db: Path | None) -> Row:
+@dataclass(frozen=True)
+class Setup:
+    command: list[str]
+    db: Path | None
+    lua: Path
+    core: int | None = 0  # the server's core, and wrk on the other; None: neither pinned
+    health: str = "/healthz"
+
+
+def measure(setup: Setup, url: str, seconds: int, connections: int) -> Row:
     port = url.split(":")[2].split("/")[0]
-    with running(pinned(0, [*command, port]), f"http://127.0.0.1:{port}/healthz") as server:
-        wrk(url, lua, 2, connections, core=1)  # warm-up
+    wrk_core = None if setup.core is None else 1 - setup.core
+    with running(pinned(setup.core, [*setup.command, port]), f"http://127.0.0.1:{port}{setup.health}") as server:
+        idle_rss_mb = largest_rss_mb(server.pid)
+        wrk(url, setup.lua, 2, connections, core=wrk_core)  # warm-up
         cpu_before_s = cpu_s(server.pid)
-        load = wrk(url, lua, seconds, connections, core=1)
+        load = wrk(url, setup.lua, seconds, connections, core=wrk_core)
         cpu_used_s = cpu_s(server.pid) - cpu_before_s
-        one_connection = wrk(url, lua, max(2, seconds // 3), 1, core=1)
-    return Row(load, one_connection, cpu_used_s / (load.requests_per_s * seconds) * 1e6, _bytes_per_event(db))
+        one_connection = wrk(url, setup.lua, max(2, seconds // 3), 1, core=wrk_core)
+    cpu_us = cpu_used_s / (load.requests_per_s * seconds) * 1e6
+    return Row(load, one_connection, cpu_us, _bytes_per_event(setup.db), idle_rss_mb)
+
+
+async def fill(config: Path, bodies: list[bytes], signatures: list[str], count: int) -> None:
+    """Store `count` events through the ingest path (routing, rendering, commit), as if received over the last
+    `count` seconds, 256 at a time so that they commit in groups."""
+    loaded = load_config(config)
+    store = make_store(loaded.config.storage, config.parent)
+    await store.open()
+    try:
+        start_ms = int(time.time() * 1000) - count * 1000
+        for first in range(0, count, 256):
+            await asyncio.gather(*(
+                accept(loaded, store, "missive", bodies[n % len(bodies)], signatures[n % len(bodies)],
+                       start_ms + n * 1000)
+                for n in range(first, min(first + 256, count))
+            ))  # fmt: skip
+    finally:
+        await store.close()
 
 
 def _bytes_per_event(db: Path | None) -> float:
@@ -153,40 +209,58 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--stored", type=int, default=100_000, help="events in the store of the 'stored' row")
+    parser.add_argument("--node-red", type=Path, help="Node-RED's red.js, for a row of its own")
     args = parser.parse_args()
     bodies = varied_bodies(DISTINCT_BODIES)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "config.yaml").write_text(CONFIG)
+        (work / "grown.yaml").write_text(CONFIG.replace("gateway.db", "grown.db"))
+        (work / "processes.yaml").write_text(CONFIG.replace("gateway.db", "processes.db"))
         (work / "minimal.yaml").write_text(MINIMAL_CONFIG)
         (work / "conversations.yaml").write_text(CONVERSATIONS_CONFIG)
         (work / "no-state.yaml").write_text(NO_STATE_CONFIG)
         signatures = [sign(SECRET.encode(), body) for body in bodies]
         lua = wrk_post_many_script(work / "post.lua", bodies, signatures, {"Content-Type": "application/json"})
         varied = conversations_script(work / "conversations.lua", bodies[0])
+        asyncio.run(fill(work / "grown.yaml", bodies, signatures, args.stored))
         gateway = [PYTHON, "-m", "gateway", "serve", "--no-worker"]
         quiet = ["--log-level", "warning", "--port"]
-        setups: dict[str, tuple[list[str], Path | None, Path]] = {
-            "bare aiohttp handler": ([PYTHON, str(ROOT / "bench" / "bare_server.py")], None, lua),
-            "gateway, 1 route": ([*gateway, "-c", str(work / "minimal.yaml"), *quiet], work / "minimal.db", lua),
-            "gateway ingest": ([*gateway, "-c", str(work / "config.yaml"), "--port"], work / "gateway.db", lua),
-            "same routes, no state": ([*gateway, "-c", str(work / "no-state.yaml"), *quiet], work / "no-state.db",
-                                      varied),
-            "changes + once_per": ([*gateway, "-c", str(work / "conversations.yaml"), *quiet],
-                                   work / "conversations.db", varied),
+        realistic = [*gateway, "-c", str(work / "processes.yaml"), "--processes"]
+        setups = {
+            "bare aiohttp handler": Setup([PYTHON, str(ROOT / "bench" / "bare_server.py")], None, lua),
+            **({"Node-RED (stores nothing)": Setup(
+                ["node", str(args.node_red), "--userDir", str(work / "node-red"), str(NODE_RED_FLOW), "--port"], None,
+                lua, health="/")} if args.node_red else {}),
+            "gateway, 1 route": Setup([*gateway, "-c", str(work / "minimal.yaml"), *quiet], work / "minimal.db", lua),
+            "gateway ingest": Setup([*gateway, "-c", str(work / "config.yaml"), "--port"], work / "gateway.db", lua),
+            f"gateway ingest, {args.stored // 1000}k stored": Setup(
+                [*gateway, "-c", str(work / "grown.yaml"), "--port"], work / "grown.db", lua),
+            "same routes, no state": Setup([*gateway, "-c", str(work / "no-state.yaml"), *quiet],
+                                           work / "no-state.db", varied),
+            "changes + once_per": Setup([*gateway, "-c", str(work / "conversations.yaml"), *quiet],
+                                        work / "conversations.db", varied),
+            "ingest, 1 process*": Setup([*realistic, "1", "--port"], None, lua, core=None),
+            "ingest, 2 processes*": Setup([*realistic, "2", "--port"], None, lua, core=None),
         }  # fmt: skip
         rows = {
-            name: measure(command, f"http://127.0.0.1:{free_port()}/hooks/missive", script, args.seconds,
-                          args.connections, db)
-            for name, (command, db, script) in setups.items()
+            name: measure(setup, f"http://127.0.0.1:{free_port()}/hooks/missive", args.seconds, args.connections)
+            for name, setup in setups.items()
         }
     base = rows["bare aiohttp handler"].load.requests_per_s
-    print(f"{'server':<24}{'req/s':>9}{'ratio':>7}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}"
-          f"{'1 conn p50':>11}{'CPU us/req':>11}{'bytes/event':>12}")
+    print(f"{'server':<28}{'req/s':>8}{'ratio':>7}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}"
+          f"{'1 conn p50':>11}{'CPU us/req':>11}{'bytes/event':>12}{'idle MB':>8}")
     for name, row in rows.items():
-        print(f"{name:<24}{row.load.requests_per_s:>9.0f}{row.load.requests_per_s / base:>7.2f}"
+        print(f"{name:<28}{row.load.requests_per_s:>8.0f}{row.load.requests_per_s / base:>7.2f}"
               f"{row.load.p50_ms:>8.2f}{row.load.p99_ms:>8.2f}{row.load.non_2xx:>8}"
-              f"{row.one_connection.p50_ms:>11.2f}{row.cpu_us_per_request:>11.0f}{row.stored_bytes_per_event:>12.0f}")
+              f"{row.one_connection.p50_ms:>11.2f}{row.cpu_us_per_request:>11.0f}{row.stored_bytes_per_event:>12.0f}"
+              f"{row.idle_rss_mb:>8.0f}")
+    rate = {name: row.load.requests_per_s for name, row in rows.items()}
+    grown = rate[f"gateway ingest, {args.stored // 1000}k stored"] / rate["gateway ingest"]
+    print("* not pinned: the processes and wrk share both cores (bytes/event: the file is shared, not shown)")
+    print(f"{args.stored:,} events stored / empty store: {grown:.2f}x; "
+          f"2 processes / 1 process: {rate['ingest, 2 processes*'] / rate['ingest, 1 process*']:.2f}x")
 
 
 if __name__ == "__main__":
