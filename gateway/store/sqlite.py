@@ -1,8 +1,8 @@
 """The embedded store: one SQLite file in WAL mode.
 
 Nothing here touches SQLite on the event loop. Every write goes through one writer thread
-that commits whatever has queued up in one transaction (group commit, `synchronous=FULL`),
-each operation inside its own savepoint so one failure does not undo its neighbours.
+that commits whatever has queued up in one transaction (group commit, `synchronous=FULL`);
+one failing operation does not undo its neighbours (`gateway.store.writer`).
 Reads run on a second thread with their own connection; WAL lets them run beside writes.
 """
 
