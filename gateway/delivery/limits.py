@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import bisect
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.config.schema import DestinationConfig
@@ -43,6 +43,15 @@ class Limits(ABC):
     @abstractmethod
     async def next_ready_ms(self, destination: str, now_ms: int) -> int | None:
         """When the rates next let `destination` start a request; None when they are not holding it back."""
+
+    async def capacities(self, destinations: Sequence[str], now_ms: int) -> dict[str, int]:
+        """`capacity` of each of `destinations` (limits kept in a file or a server may ask once for all)."""
+        return {name: await self.capacity(name, now_ms) for name in destinations}
+
+    async def started_each(self, counts: Mapping[str, int]) -> None:
+        """`started` for each destination of `counts`, after a `capacities` call."""
+        for name, count in counts.items():
+            await self.started(name, count)
 
     def reconfigure(self, destinations: Mapping[str, DestinationConfig]) -> None:  # noqa: B027 - optional
         """Apply new settings from the next `capacity` call on (a config reload); requests in flight stay counted.

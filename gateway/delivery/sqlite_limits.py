@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -86,21 +86,33 @@ class SqliteLimits(Limits):
         self._thread.shutdown(wait=False)
 
     async def capacity(self, destination: str, now_ms: int) -> int:
-        limits = self._destinations.get(destination)
-        if limits is None:
-            return 0
+        return (await self.capacities([destination], now_ms))[destination]
+
+    async def capacities(self, destinations: Sequence[str], now_ms: int) -> dict[str, int]:
+        """Every destination's capacity in one transaction: a worker's round asks for all of them."""
         self._rounds += 1
         slot = f"{self._process}:{self._rounds}"
-        granted = await self._run(_grant, destination, limits, now_ms, slot)
-        self._reserved[destination] = [f"{slot}:{n}" for n in range(1, granted + 1)]
-        return granted
+        asks = [(name, self._destinations[name]) for name in destinations if name in self._destinations]
+        granted = await self._run(_grant_each, asks, now_ms, slot) if asks else []
+        capacity = dict.fromkeys(destinations, 0)
+        for (name, _), count in zip(asks, granted, strict=True):
+            self._reserved[name] = [f"{slot}:{n}" for n in range(1, count + 1)]
+            capacity[name] = count
+        return capacity
 
     async def started(self, destination: str, count: int) -> None:
-        reserved = self._reserved.pop(destination, [])
-        used, unused = reserved[:count], reserved[count:]
-        self._in_flight.setdefault(destination, []).extend(used)
+        await self.started_each({destination: count})
+
+    async def started_each(self, counts: Mapping[str, int]) -> None:
+        """Keep the slots used; give back the rest of the last `capacities` call in one transaction."""
+        unused: list[tuple[str, list[str]]] = []
+        for name, count in counts.items():
+            reserved = self._reserved.pop(name, [])
+            self._in_flight.setdefault(name, []).extend(reserved[:count])
+            if reserved[count:]:
+                unused.append((name, reserved[count:]))
         if unused:
-            await self._run(_give_back, destination, unused)
+            await self._run(_give_back_each, unused)
 
     async def finished(self, destination: str) -> None:
         in_flight = self._in_flight.get(destination)
@@ -162,6 +174,17 @@ def _grant(conn: sqlite3.Connection, destination: str, limits: SharedSettings, n
     if limits.rates:
         conn.executemany("INSERT INTO starts VALUES (?, ?, ?)", [(destination, name, now_ms) for name in names])
     return granted
+
+
+def _grant_each(
+    conn: sqlite3.Connection, asks: list[tuple[str, SharedSettings]], now_ms: int, slot: str
+) -> list[int]:
+    return [_grant(conn, destination, limits, now_ms, slot) for destination, limits in asks]
+
+
+def _give_back_each(conn: sqlite3.Connection, unused: list[tuple[str, list[str]]]) -> None:
+    for destination, slots in unused:
+        _give_back(conn, destination, slots)
 
 
 def _give_back(conn: sqlite3.Connection, destination: str, slots: list[str]) -> None:

@@ -72,8 +72,9 @@ class Worker:
         self._on_attempt = on_attempt
         self._lease_margin_s = lease_margin_s
         self._lease_ms = _lease_ms(destinations, lease_margin_s)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[bool]] = set()
         self._wakeup = asyncio.Event()
+        self._slots_wanted = False  # the last round left due deliveries waiting for a slot: a freed one matters
         self._stopping = False
         self._store_problem: str | None = None
         self._loop_exited: asyncio.Event | None = None
@@ -142,7 +143,7 @@ class Worker:
         if self._loop_exited is not None:
             await self._loop_exited.wait()
         in_flight = len(self._tasks)
-        late: set[asyncio.Task[None]] = set()
+        late: set[asyncio.Task[bool]] = set()
         if in_flight:
             _, late = await asyncio.wait(set(self._tasks), timeout=grace_s)
             for task in late:
@@ -166,6 +167,8 @@ class Worker:
         if self._store_problem is not None:
             logger.info("store available again")
             self._store_problem = None
+        if look_ms == 0:  # due, yet not claimed: held back by a concurrency cap
+            self._slots_wanted = True
         return self._idle_s(look_ms)
 
     async def _fill(self) -> None:
@@ -173,7 +176,7 @@ class Worker:
         now_ms = self._clock.now_ms()
         if now_ms >= self._orphan_scan_due_ms:
             await self._scan_orphans(now_ms)
-        capacity = {name: await self._limits.capacity(name, now_ms) for name in self._destinations}
+        capacity = await self._limits.capacities(list(self._destinations), now_ms)
         capacity.update(dict.fromkeys(self._orphans, ORPHAN_BATCH))
         claimed: list[Delivery] = []
         try:
@@ -181,17 +184,21 @@ class Worker:
                 claimed = await self._store.claim(capacity, now_ms, self._lease_ms)
         finally:
             started = Counter(delivery.destination for delivery in claimed)
-            for name in self._destinations:
-                await self._limits.started(name, started[name])
+            self._slots_wanted = any(granted and started[name] >= granted for name, granted in capacity.items())
+            await self._limits.started_each({name: started[name] for name in self._destinations})
         for delivery in claimed:
             holds_slot = delivery.destination in self._destinations
             task = asyncio.create_task(self._attempt(delivery, holds_slot), name=f"delivery {delivery.id}")
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[bool]) -> None:
+        """Start a round when the attempt left work that may be due before the loop's next look, or freed a slot
+        that deliveries wait for; otherwise a round would claim nothing (one per attempt cost a third of the
+        CPU at a steady low rate)."""
         self._tasks.discard(task)
-        self._wakeup.set()
+        if self._slots_wanted or task.cancelled() or task.exception() is not None or task.result():
+            self._wakeup.set()
 
     async def _scan_orphans(self, now_ms: int) -> None:
         pending = (await self._store.stats()).by_destination
@@ -222,7 +229,9 @@ class Worker:
             sleeper.cancel()
             waiter.cancel()
 
-    async def _attempt(self, delivery: Delivery, holds_slot: bool) -> None:
+    async def _attempt(self, delivery: Delivery, holds_slot: bool) -> bool:
+        """Attempt `delivery` and record the outcome; True when it leaves work behind (a retry, a quota wait, a
+        paused destination, released chained requests, or an outcome that could not be recorded)."""
         config = self._destinations.get(delivery.destination)
         try:
             result, answer = await self._try(delivery, config)
@@ -233,16 +242,17 @@ class Worker:
             recorded = await self._store.finish(delivery, result)
         except StoreUnavailable as exc:
             logger.warning("delivery %s: outcome not recorded (%s); retried once its lease runs out", delivery.id, exc)
-            return
+            return True
         except Exception:
             logger.exception("delivery %s: attempt failed unexpectedly; retried once its lease runs out", delivery.id)
-            return
+            return True
         finally:
             if holds_slot:
                 await self._limits.finished(delivery.destination)
         _log(delivery, result, recorded, self._clock.now_ms())
         if self._on_attempt is not None:
             self._on_attempt(delivery, result)
+        return result.status is DeliveryStatus.PENDING or bool(result.released) or result.pause is not None
 
     async def _try(self, delivery: Delivery, config: DestinationConfig | None) -> tuple[AttemptResult, Response | None]:
         """The attempt's result, and the destination's answer when there was one."""

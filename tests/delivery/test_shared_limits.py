@@ -71,6 +71,18 @@ async def replicas(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
 # --- two replicas share one concurrency cap and one rate ---
 
 
+async def test_a_worker_round_asks_for_every_destination_at_once(replicas: Replicas) -> None:
+    a, b = replicas(d=destination(concurrency=3), e=destination(concurrency=1))
+
+    assert await a.capacities(["d", "e", "gone"], T0) == {"d": 3, "e": 1, "gone": 0}
+    await a.started_each({"d": 2, "e": 1, "gone": 0})  # d's third slot goes back
+    assert await b.capacities(["d", "e"], T0) == {"d": 1, "e": 0}
+    await b.started_each({"d": 0, "e": 0})
+    await a.finished("e")
+    assert await b.capacities(["d", "e"], T0) == {"d": 1, "e": 1}
+    await b.started_each({"d": 0, "e": 0})
+
+
 async def test_concurrency_is_shared_across_replicas(replicas: Replicas) -> None:
     a, b = replicas(d=destination(concurrency=3))
 
