@@ -2,13 +2,13 @@
 beside a `gateway worker`.
 
 The same bookkeeping as `gateway.delivery.shared_limits` keeps in Redis, in a small SQLite file beside
-the store (`gateway.db` -> `gateway.limits.db`): per destination, the in-flight slots, each expiring
-after the destination's timeout plus the lease margin (so a process that dies mid-attempt frees its
-slots about when its leased deliveries come due again), and the request starts of the longest
-window. One transaction per `capacity` call counts and grants, so processes asking at once never
-get more than the cap between them (they take turns through the file's `WriteLock`). The file is
-written without fsync: what a power cut loses of it is at most a few starts, which the limits then
-forget, never an event or a delivery.
+the store (`gateway.db` -> `gateway.limits.db`): per destination, the in-flight slots (counted per
+worker round that took them), expiring after the destination's timeout plus the lease margin (so a
+process that dies mid-attempt frees its slots about when its leased deliveries come due again), and
+the request starts of the longest window. One transaction per worker round counts and grants, so
+processes asking at once never get more than the cap between them (they take turns through the
+file's `WriteLock`). The file is written without fsync: what a power cut loses of it is at most a
+few starts, which the limits then forget, never an event or a delivery.
 """
 
 from __future__ import annotations
@@ -27,12 +27,16 @@ from gateway.delivery.worker import LEASE_MARGIN_S
 from gateway.errors import StoreUnavailable
 from gateway.store.write_lock import WriteLock
 
+# `holds`: the slots in flight, one row per worker round that took some (a row per slot cost a round 32
+# inserts and as many deletes for the one or two it used); `slots` is what an earlier version kept.
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS slots (
+DROP TABLE IF EXISTS slots;
+CREATE TABLE IF NOT EXISTS holds (
     destination TEXT NOT NULL,
-    slot TEXT NOT NULL,
+    round TEXT NOT NULL,
+    count INTEGER NOT NULL,
     expires_at_ms INTEGER NOT NULL,
-    PRIMARY KEY (destination, slot)
+    PRIMARY KEY (destination, round)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS starts (
     destination TEXT NOT NULL,
@@ -64,8 +68,8 @@ class SqliteLimits(Limits):
         self._destinations = {name: SharedSettings.of(config, lease_margin_s) for name, config in destinations.items()}
         self._process = uuid.uuid4().hex
         self._rounds = 0
-        self._reserved: dict[str, list[str]] = {}
-        self._in_flight: dict[str, list[str]] = {}
+        self._reserved: dict[str, tuple[str, int]] = {}  # per destination, the last round's id and grant
+        self._in_flight: dict[str, list[str]] = {}  # per destination, the round of each request in flight
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-sqlite-limits")
         self._conn: sqlite3.Connection | None = None
         self._lock: WriteLock | None = None
@@ -96,7 +100,7 @@ class SqliteLimits(Limits):
         granted = await self._run(_grant_each, asks, now_ms, slot) if asks else []
         capacity = dict.fromkeys(destinations, 0)
         for (name, _), count in zip(asks, granted, strict=True):
-            self._reserved[name] = [f"{slot}:{n}" for n in range(1, count + 1)]
+            self._reserved[name] = (slot, count)
             capacity[name] = count
         return capacity
 
@@ -105,12 +109,13 @@ class SqliteLimits(Limits):
 
     async def started_each(self, counts: Mapping[str, int]) -> None:
         """Keep the slots used; give back the rest of the last `capacities` call in one transaction."""
-        unused: list[tuple[str, list[str]]] = []
+        unused: list[tuple[str, str, int, int]] = []
         for name, count in counts.items():
-            reserved = self._reserved.pop(name, [])
-            self._in_flight.setdefault(name, []).extend(reserved[:count])
-            if reserved[count:]:
-                unused.append((name, reserved[count:]))
+            slot, granted = self._reserved.pop(name, ("", 0))
+            used = min(count, granted)
+            self._in_flight.setdefault(name, []).extend([slot] * used)
+            if used < granted:
+                unused.append((name, slot, used, granted))
         if unused:
             await self._run(_give_back_each, unused)
 
@@ -158,8 +163,10 @@ def _open(path: Path) -> sqlite3.Connection:
 
 
 def _grant(conn: sqlite3.Connection, destination: str, limits: SharedSettings, now_ms: int, slot: str) -> int:
-    conn.execute("DELETE FROM slots WHERE destination = ? AND expires_at_ms <= ?", (destination, now_ms))
-    (taken,) = conn.execute("SELECT count(*) FROM slots WHERE destination = ?", (destination,)).fetchone()
+    conn.execute("DELETE FROM holds WHERE destination = ? AND expires_at_ms <= ?", (destination, now_ms))
+    (taken,) = conn.execute(
+        "SELECT coalesce(sum(count), 0) FROM holds WHERE destination = ?", (destination,)
+    ).fetchone()
     granted: int = limits.concurrency - taken
     if limits.rates:
         forgotten = (destination, now_ms - limits.longest_ms)
@@ -168,11 +175,10 @@ def _grant(conn: sqlite3.Connection, destination: str, limits: SharedSettings, n
             granted = min(granted, rate.limit - _starts_since(conn, destination, now_ms - rate.window_ms))
     if granted <= 0:
         return 0
-    names = [f"{slot}:{n}" for n in range(1, granted + 1)]
-    expires_at_ms = now_ms + limits.slot_ms
-    conn.executemany("INSERT INTO slots VALUES (?, ?, ?)", [(destination, name, expires_at_ms) for name in names])
+    conn.execute("INSERT INTO holds VALUES (?, ?, ?, ?)", (destination, slot, granted, now_ms + limits.slot_ms))
     if limits.rates:
-        conn.executemany("INSERT INTO starts VALUES (?, ?, ?)", [(destination, name, now_ms) for name in names])
+        starts = [(destination, f"{slot}:{n}", now_ms) for n in range(1, granted + 1)]
+        conn.executemany("INSERT INTO starts VALUES (?, ?, ?)", starts)
     return granted
 
 
@@ -182,19 +188,19 @@ def _grant_each(
     return [_grant(conn, destination, limits, now_ms, slot) for destination, limits in asks]
 
 
-def _give_back_each(conn: sqlite3.Connection, unused: list[tuple[str, list[str]]]) -> None:
-    for destination, slots in unused:
-        _give_back(conn, destination, slots)
+def _give_back_each(conn: sqlite3.Connection, unused: list[tuple[str, str, int, int]]) -> None:
+    """For each destination, a round's slots from `used` + 1 to `granted` were not used: free them, and forget
+    their starts."""
+    for destination, slot, used, granted in unused:
+        _free(conn, destination, slot, granted - used)
+        never = [(destination, f"{slot}:{n}") for n in range(used + 1, granted + 1)]
+        conn.executemany("DELETE FROM starts WHERE destination = ? AND slot = ?", never)
 
 
-def _give_back(conn: sqlite3.Connection, destination: str, slots: list[str]) -> None:
-    rows = [(destination, slot) for slot in slots]
-    conn.executemany("DELETE FROM slots WHERE destination = ? AND slot = ?", rows)
-    conn.executemany("DELETE FROM starts WHERE destination = ? AND slot = ?", rows)
-
-
-def _free(conn: sqlite3.Connection, destination: str, slot: str) -> None:
-    conn.execute("DELETE FROM slots WHERE destination = ? AND slot = ?", (destination, slot))
+def _free(conn: sqlite3.Connection, destination: str, slot: str, count: int = 1) -> None:
+    key = (destination, slot)
+    conn.execute("UPDATE holds SET count = count - ? WHERE destination = ? AND round = ?", (count, *key))
+    conn.execute("DELETE FROM holds WHERE destination = ? AND round = ? AND count <= 0", key)
 
 
 def _next_ready(conn: sqlite3.Connection, destination: str, limits: SharedSettings, now_ms: int) -> int | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -343,3 +344,23 @@ async def test_a_quota_answer_pauses_the_destination_for_every_replica(redis_ser
     paused_s = fake.arrived_at_s[1] - fake.arrived_at_s[0]
     assert 1.9 <= paused_s < 10  # neither replica sent anything while Retry-After ran
     assert len(fake.received) == 5
+
+
+async def test_a_limits_file_from_before_counted_holds_is_taken_over(tmp_path: Path) -> None:
+    """An earlier version kept a row per slot in `slots`; those rows were short-lived, so they are dropped."""
+    path = tmp_path / "gateway.limits.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE slots (destination TEXT, slot TEXT, expires_at_ms INTEGER)")
+        conn.execute("INSERT INTO slots VALUES ('d', 'old:1:1', ?)", (T0 + SLOT_MS,))
+        conn.commit()
+    limits = SqliteLimits(path, {"d": destination(concurrency=2)})
+    try:
+        assert await limits.capacity("d", T0) == 2
+        await limits.started("d", 1)
+        assert await limits.capacity("d", T0) == 1
+        await limits.started("d", 0)
+    finally:
+        await limits.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "slots" not in tables and "holds" in tables
