@@ -281,6 +281,32 @@ async def test_wake_sends_new_deliveries_at_once(rig: Rig) -> None:
     assert len(fake.received) == 2
 
 
+async def test_a_finished_attempt_frees_its_slot_for_a_waiting_delivery_at_once(rig: Rig) -> None:
+    rig.clock = SystemClock()
+    async with FakeDestination([Reply(200, delay_s=0.05)]) as fake:
+        await rig.enqueue("crm", fake.url(), count=3)
+        worker = rig.worker({"crm": destination(concurrency=1)}, poll_interval_s=3600)
+        running = asyncio.create_task(worker.run())
+
+        await rig.wait_until(lambda: rig.finished(DeliveryStatus.DELIVERED) == 3)  # not an hour's poll apart
+        await worker.stop(grace_s=1)
+        await running
+    assert fake.max_in_flight == 1
+
+
+async def test_a_retry_goes_out_when_due_without_waiting_for_a_poll(rig: Rig) -> None:
+    rig.clock = SystemClock()
+    async with FakeDestination([500, 200]) as fake:
+        [delivery_id] = await rig.enqueue("crm", fake.url())
+        worker = rig.worker({"crm": destination(retry={"backoff": "10ms"})}, poll_interval_s=3600)
+        running = asyncio.create_task(worker.run())
+
+        await rig.wait_until(lambda: rig.finished(DeliveryStatus.DELIVERED) == 1)
+        await worker.stop(grace_s=1)
+        await running
+    assert [attempt.status_code for attempt in await rig.attempts(delivery_id)] == [500, 200]
+
+
 async def test_stop_cancels_late_attempts_and_leaves_them_pending(rig: Rig) -> None:
     rig.clock = SystemClock()
     async with FakeDestination([HANG]) as slow, FakeDestination([200]) as fast:
