@@ -95,12 +95,12 @@ class SqliteLimits(Limits):
     async def capacities(self, destinations: Sequence[str], now_ms: int) -> dict[str, int]:
         """Every destination's capacity in one transaction: a worker's round asks for all of them."""
         self._rounds += 1
-        slot = f"{self._process}:{self._rounds}"
+        round_id = f"{self._process}:{self._rounds}"
         asks = [(name, self._destinations[name]) for name in destinations if name in self._destinations]
-        granted = await self._run(_grant_each, asks, now_ms, slot) if asks else []
+        granted = await self._run(_grant_each, asks, now_ms, round_id) if asks else []
         capacity = dict.fromkeys(destinations, 0)
         for (name, _), count in zip(asks, granted, strict=True):
-            self._reserved[name] = (slot, count)
+            self._reserved[name] = (round_id, count)
             capacity[name] = count
         return capacity
 
@@ -111,11 +111,11 @@ class SqliteLimits(Limits):
         """Keep the slots used; give back the rest of the last `capacities` call in one transaction."""
         unused: list[tuple[str, str, int, int]] = []
         for name, count in counts.items():
-            slot, granted = self._reserved.pop(name, ("", 0))
+            round_id, granted = self._reserved.pop(name, ("", 0))
             used = min(count, granted)
-            self._in_flight.setdefault(name, []).extend([slot] * used)
+            self._in_flight.setdefault(name, []).extend([round_id] * used)
             if used < granted:
-                unused.append((name, slot, used, granted))
+                unused.append((name, round_id, used, granted))
         if unused:
             await self._run(_give_back_each, unused)
 
@@ -162,7 +162,7 @@ def _open(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _grant(conn: sqlite3.Connection, destination: str, limits: SharedSettings, now_ms: int, slot: str) -> int:
+def _grant(conn: sqlite3.Connection, destination: str, limits: SharedSettings, now_ms: int, round_id: str) -> int:
     conn.execute("DELETE FROM holds WHERE destination = ? AND expires_at_ms <= ?", (destination, now_ms))
     (taken,) = conn.execute(
         "SELECT coalesce(sum(count), 0) FROM holds WHERE destination = ?", (destination,)
@@ -175,30 +175,31 @@ def _grant(conn: sqlite3.Connection, destination: str, limits: SharedSettings, n
             granted = min(granted, rate.limit - _starts_since(conn, destination, now_ms - rate.window_ms))
     if granted <= 0:
         return 0
-    conn.execute("INSERT INTO holds VALUES (?, ?, ?, ?)", (destination, slot, granted, now_ms + limits.slot_ms))
+    conn.execute("INSERT INTO holds VALUES (?, ?, ?, ?)", (destination, round_id, granted, now_ms + limits.slot_ms))
     if limits.rates:
-        starts = [(destination, f"{slot}:{n}", now_ms) for n in range(1, granted + 1)]
+        starts = [(destination, f"{round_id}:{n}", now_ms) for n in range(1, granted + 1)]
         conn.executemany("INSERT INTO starts VALUES (?, ?, ?)", starts)
     return granted
 
 
 def _grant_each(
-    conn: sqlite3.Connection, asks: list[tuple[str, SharedSettings]], now_ms: int, slot: str
+    conn: sqlite3.Connection, asks: list[tuple[str, SharedSettings]], now_ms: int, round_id: str
 ) -> list[int]:
-    return [_grant(conn, destination, limits, now_ms, slot) for destination, limits in asks]
+    return [_grant(conn, destination, limits, now_ms, round_id) for destination, limits in asks]
 
 
 def _give_back_each(conn: sqlite3.Connection, unused: list[tuple[str, str, int, int]]) -> None:
     """For each destination, a round's slots from `used` + 1 to `granted` were not used: free them, and forget
     their starts."""
-    for destination, slot, used, granted in unused:
-        _free(conn, destination, slot, granted - used)
-        never = [(destination, f"{slot}:{n}") for n in range(used + 1, granted + 1)]
+    for destination, round_id, used, granted in unused:
+        _free(conn, destination, round_id, granted - used)
+        never = [(destination, f"{round_id}:{n}") for n in range(used + 1, granted + 1)]
         conn.executemany("DELETE FROM starts WHERE destination = ? AND slot = ?", never)
 
 
-def _free(conn: sqlite3.Connection, destination: str, slot: str, count: int = 1) -> None:
-    key = (destination, slot)
+def _free(conn: sqlite3.Connection, destination: str, round_id: str, count: int = 1) -> None:
+    """`count` of the slots a round holds are free again."""
+    key = (destination, round_id)
     conn.execute("UPDATE holds SET count = count - ? WHERE destination = ? AND round = ?", (count, *key))
     conn.execute("DELETE FROM holds WHERE destination = ? AND round = ? AND count <= 0", key)
 
