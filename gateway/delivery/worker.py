@@ -121,11 +121,12 @@ class Worker:
     async def drain(self) -> None:
         """Deliver until nothing is pending and nothing is in flight, sleeping the clock through retry waits."""
         while True:
-            await self._fill()
+            now_ms = self._clock.now_ms()
+            await self._fill(now_ms)
             if self._tasks:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            look_ms = await self._next_look_ms()
+            look_ms = await self._next_look_ms(now_ms)
             if look_ms is None:
                 return
             if look_ms == 0:  # due, yet nothing was claimable: perhaps a destination removed from the config
@@ -156,9 +157,10 @@ class Worker:
 
     async def _serve_once(self) -> float:
         """One round of the serving loop; returns how long to wait before the next one."""
+        now_ms = self._clock.now_ms()
         try:
-            await self._fill()
-            look_ms = await self._next_look_ms()
+            await self._fill(now_ms)
+            look_ms = await self._next_look_ms(now_ms)
         except StoreUnavailable as exc:
             if self._store_problem is None:
                 logger.warning("store unavailable, trying again every %g s: %s", self._poll_interval_s, exc)
@@ -171,9 +173,8 @@ class Worker:
             self._slots_wanted = True
         return self._idle_s(look_ms)
 
-    async def _fill(self) -> None:
-        """Claim what each destination may start now and start one task per delivery."""
-        now_ms = self._clock.now_ms()
+    async def _fill(self, now_ms: int) -> None:
+        """Claim what each destination may start at `now_ms` and start one task per delivery."""
         if now_ms >= self._orphan_scan_due_ms:
             await self._scan_orphans(now_ms)
         capacity = await self._limits.capacities(list(self._destinations), now_ms)
@@ -205,12 +206,13 @@ class Worker:
         self._orphans = frozenset(name for name, count in pending.items() if count and name not in self._destinations)
         self._orphan_scan_due_ms = now_ms + ORPHAN_SCAN_INTERVAL_MS
 
-    async def _next_look_ms(self) -> int | None:
-        """Milliseconds until something may be claimable: None if nothing is pending, 0 if it is due already."""
+    async def _next_look_ms(self, now_ms: int) -> int | None:
+        """Milliseconds from `now_ms`, when the round claimed, until something may be claimable: None if nothing
+        is pending, 0 if it was due then and yet not claimed (held back). Measured from the claim, not from
+        now: a retry that came due since would otherwise read as held back and wait for a poll."""
         due_ms = await self._store.next_due_ms()
         if due_ms is None:
             return None
-        now_ms = self._clock.now_ms()
         if due_ms > now_ms:
             return due_ms - now_ms
         ready = [await self._limits.next_ready_ms(name, now_ms) for name in self._destinations]
