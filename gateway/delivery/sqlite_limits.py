@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateway.config.schema import DestinationConfig
+from gateway.delivery.coalesce import Coalescer
 from gateway.delivery.limits import Limits, SharedSettings
 from gateway.delivery.worker import LEASE_MARGIN_S
 from gateway.errors import StoreUnavailable
@@ -70,6 +71,7 @@ class SqliteLimits(Limits):
         self._rounds = 0
         self._reserved: dict[str, tuple[str, int]] = {}  # per destination, the last round's id and grant
         self._in_flight: dict[str, list[str]] = {}  # per destination, the round of each request in flight
+        self._frees = Coalescer(self._free_each)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-sqlite-limits")
         self._conn: sqlite3.Connection | None = None
         self._lock: WriteLock | None = None
@@ -120,9 +122,13 @@ class SqliteLimits(Limits):
             await self._run(_give_back_each, unused)
 
     async def finished(self, destination: str) -> None:
+        """Attempts ending while a transaction runs free their slots together in the next one."""
         in_flight = self._in_flight.get(destination)
         if in_flight:
-            await self._run(_free, destination, in_flight.pop())
+            await self._frees.add((destination, in_flight.pop()))
+
+    async def _free_each(self, slots: list[tuple[str, str]]) -> None:
+        await self._run(_free_all, slots)
 
     async def next_ready_ms(self, destination: str, now_ms: int) -> int | None:
         limits = self._destinations.get(destination)
@@ -202,6 +208,12 @@ def _free(conn: sqlite3.Connection, destination: str, round_id: str, count: int 
     key = (destination, round_id)
     conn.execute("UPDATE holds SET count = count - ? WHERE destination = ? AND round = ?", (count, *key))
     conn.execute("DELETE FROM holds WHERE destination = ? AND round = ? AND count <= 0", key)
+
+
+def _free_all(conn: sqlite3.Connection, slots: list[tuple[str, str]]) -> None:
+    """One slot each of these (destination, round) pairs is free again."""
+    for destination, round_id in slots:
+        _free(conn, destination, round_id)
 
 
 def _next_ready(conn: sqlite3.Connection, destination: str, limits: SharedSettings, now_ms: int) -> int | None:

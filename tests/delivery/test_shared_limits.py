@@ -84,6 +84,17 @@ async def test_a_worker_round_asks_for_every_destination_at_once(replicas: Repli
     await b.started_each({"d": 0, "e": 0})
 
 
+async def test_attempts_ending_together_free_each_of_their_slots(replicas: Replicas) -> None:
+    a, b = replicas(d=destination(concurrency=4), e=destination(concurrency=2))
+    await a.capacities(["d", "e"], T0)
+    await a.started_each({"d": 4, "e": 2})
+
+    await asyncio.gather(a.finished("d"), a.finished("d"), a.finished("e"), a.finished("d"))
+
+    assert await b.capacities(["d", "e"], T0) == {"d": 3, "e": 1}
+    await b.started_each({"d": 0, "e": 0})
+
+
 async def test_concurrency_is_shared_across_replicas(replicas: Replicas) -> None:
     a, b = replicas(d=destination(concurrency=3))
 
