@@ -36,6 +36,9 @@ LEASE_MARGIN_S = 30.0
 # Deliveries to destinations no longer in the config are claimed this many at a time, to be dead-lettered.
 ORPHAN_BATCH = 100
 ORPHAN_SCAN_INTERVAL_MS = 60_000
+# New events start a round at most this often: at 300 events/s, ten-millisecond rounds claim about three events
+# each and cost about a third less CPU per delivery than a round per event.
+ROUND_SPACING_S = 0.01
 
 OnAttempt = Callable[[Delivery, AttemptResult], None]
 
@@ -56,9 +59,10 @@ class Worker:
         lease_margin_s: float = LEASE_MARGIN_S,
         masker: Masker | None = None,
         public_session: ClientSession | None = None,
+        round_spacing_s: float = ROUND_SPACING_S,
     ) -> None:
         """`public_session` (`make_session(public_only=True)`) sends the requests whose host came from a template;
-        without one, those are refused."""
+        without one, those are refused. `round_spacing_s`: see `wake`."""
         self._store = store
         self._destinations = destinations
         self._session = session
@@ -74,6 +78,9 @@ class Worker:
         self._lease_ms = _lease_ms(destinations, lease_margin_s)
         self._tasks: set[asyncio.Task[bool]] = set()
         self._wakeup = asyncio.Event()
+        self._round_spacing_s = round_spacing_s
+        self._round_started_at = -round_spacing_s  # loop time
+        self._spaced_wake: asyncio.TimerHandle | None = None
         self._slots_wanted = False  # the last round left due deliveries waiting for a slot: a freed one matters
         self._stopping = False
         self._store_problem: str | None = None
@@ -93,8 +100,18 @@ class Worker:
         return self._store_problem
 
     def wake(self) -> None:
-        """Look for due deliveries now (ingest calls this after storing new ones)."""
-        self._wakeup.set()
+        """Look for due deliveries: ingest calls this after storing new ones. A round starts at once, or once
+        `round_spacing_s` have passed since the last one began: a steady stream of events is then claimed, sent
+        and recorded in groups, not an event a round (a round costs a few transactions). Freed slots and due
+        retries start a round at once all the same."""
+        if self._spaced_wake is not None:
+            return
+        loop = asyncio.get_running_loop()
+        delay_s = self._round_started_at + self._round_spacing_s - loop.time()
+        if delay_s <= 0:
+            self._wakeup.set()
+        else:
+            self._spaced_wake = loop.call_later(delay_s, self._wakeup.set)
 
     async def reconfigure(self, destinations: Mapping[str, DestinationConfig], masker: Masker | None = None) -> None:
         """Deliver to `destinations` from the next claim on (a config reload); attempts in flight finish as they
@@ -114,8 +131,14 @@ class Worker:
         try:
             while not self._stopping:
                 self._wakeup.clear()
+                self._round_started_at = asyncio.get_running_loop().time()
+                if self._spaced_wake is not None:  # this round claims what that wake-up was for
+                    self._spaced_wake.cancel()
+                    self._spaced_wake = None
                 await self._sleep_or_wake(await self._serve_once())
         finally:
+            if self._spaced_wake is not None:
+                self._spaced_wake.cancel()
             self._loop_exited.set()
 
     async def drain(self) -> None:

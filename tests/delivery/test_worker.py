@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Mapping, Sequence
 
 import pytest
 
 from gateway.clock import SystemClock, utc_text
+from gateway.config.schema import DestinationConfig
+from gateway.delivery.limits import LocalLimits
 from gateway.delivery.send import signature
 from gateway.model import Attempt, DeliveryStatus
 from tests.delivery.conftest import START_MS, Rig, destination, most_in_any_window
@@ -279,6 +282,41 @@ async def test_wake_sends_new_deliveries_at_once(rig: Rig) -> None:
         await worker.stop(grace_s=1)
         await running
     assert len(fake.received) == 2
+
+
+class CountedRounds(LocalLimits):
+    """Local limits that count the worker's rounds (each asks for every destination's capacity once)."""
+
+    def __init__(self, destinations: Mapping[str, DestinationConfig]) -> None:
+        super().__init__(destinations)
+        self.rounds = 0
+        self.round_started = asyncio.Event()
+
+    async def capacities(self, destinations: Sequence[str], now_ms: int) -> dict[str, int]:
+        self.rounds += 1
+        self.round_started.set()
+        return await super().capacities(destinations, now_ms)
+
+
+async def test_events_stored_soon_after_a_round_wait_for_the_spacing_and_go_in_one_round(rig: Rig) -> None:
+    rig.clock = SystemClock()
+    async with FakeDestination([200]) as fake:
+        destinations = {"crm": destination()}
+        limits = CountedRounds(destinations)
+        worker = rig.worker(destinations, poll_interval_s=3600, limits=limits, round_spacing_s=1.0)
+        running = asyncio.create_task(worker.run())
+        await asyncio.wait_for(limits.round_started.wait(), 5)  # the first round, at start: nothing to claim yet
+
+        for _ in range(3):
+            await rig.enqueue("crm", fake.url())
+            worker.wake()
+        await asyncio.sleep(0.05)
+        assert (limits.rounds, len(fake.received)) == (1, 0)  # a second has not passed since the first round
+
+        await rig.wait_until(lambda: rig.finished(DeliveryStatus.DELIVERED) == 3)
+        await worker.stop(grace_s=1)
+        await running
+    assert limits.rounds == 2  # all three claimed together
 
 
 async def test_a_finished_attempt_frees_its_slot_for_a_waiting_delivery_at_once(rig: Rig) -> None:
