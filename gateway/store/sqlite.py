@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple
 
 from gateway.errors import StoreUnavailable
 from gateway.model import (
@@ -52,6 +52,7 @@ from gateway.store.writer import GroupCommitWriter
 _PING_TIMEOUT_S = 5.0
 
 T = TypeVar("T")
+P = TypeVar("P")
 Ts = TypeVarTuple("Ts")
 
 
@@ -114,7 +115,8 @@ class SqliteStore(Store):
     async def ingest(
         self, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int, state: StateWrite | None = None
     ) -> IngestResult:
-        return await self._write(queue.ingest, self._require_codec(), event, deliveries, dedupe_window_ms, state)
+        rows = (self._require_codec(), event, deliveries, dedupe_window_ms, state)
+        return await self._write_prepared(queue.ingest_rows, queue.ingest, *rows)
 
     async def read_state(self, keys: StateKeys, now_ms: int) -> StateSnapshot:
         return await self._read(read_state, keys, now_ms)
@@ -189,13 +191,23 @@ class SqliteStore(Store):
             return queue.find_dictionary(conn, dictionary_id)
 
     async def _write(self, op: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:
+        result: T = await self._submit(op, args, None)
+        return result
+
+    async def _write_prepared(
+        self, prepare: Callable[[*Ts], P], op: Callable[[sqlite3.Connection, P], T], *args: *Ts
+    ) -> T:
+        """`op(conn, prepare(*args))`, `prepare` running in the writer thread before it takes the write lock."""
+        result: T = await self._submit(op, args, prepare)
+        return result
+
+    async def _submit(self, op: Callable[..., Any], args: tuple[Any, ...], prepare: Callable[..., Any] | None) -> Any:
         if self._writer is None:
             raise StoreUnavailable(f"SQLite store {self._path} is not open")
         try:
-            result: T = await self._writer.submit(op, args)
+            return await self._writer.submit(op, args, prepare)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite store {self._path} cannot write: {exc}") from exc
-        return result
 
     async def _read(self, op: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:
         if self._reader is None or self._read_conn is None:

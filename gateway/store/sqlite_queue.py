@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -88,26 +89,43 @@ def touch(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE schema_version SET version = version")
 
 
-def ingest(
-    conn: sqlite3.Connection, codec: Codec, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int,
-    state: StateWrite | None,
-) -> IngestResult:  # fmt: skip
-    if dedupe_window_ms > 0:
-        since_ms = event.received_at_ms - dedupe_window_ms
+@dataclass(frozen=True, slots=True)
+class IngestRows:
+    """An event and its deliveries as the rows `ingest` writes, compressed already (see `ingest_rows`)."""
+
+    event: NewEvent
+    event_row: tuple[Any, ...]
+    delivery_rows: list[tuple[Any, ...]]
+    dedupe_window_ms: int
+    state: StateWrite | None
+
+
+def ingest_rows(
+    codec: Codec, event: NewEvent, deliveries: list[NewDelivery], dedupe_window_ms: int, state: StateWrite | None
+) -> IngestRows:
+    """The rows of `ingest`, made without the database: the writer makes them before taking the write lock."""
+    at_ms = event.received_at_ms
+    facts = event.facts
+    event_row = (event.id, event.source, event.dedupe_key, at_ms, codec.pack(Kind.PAYLOAD, event.body),
+                 facts.conversation_id, facts.subject, facts.sender, facts.rule_type, event.changes)  # fmt: skip
+    delivery_rows = [_delivery_row(codec, event.id, at_ms, delivery) for delivery in deliveries]
+    return IngestRows(event, event_row, delivery_rows, dedupe_window_ms, state)
+
+
+def ingest(conn: sqlite3.Connection, rows: IngestRows) -> IngestResult:
+    event = rows.event
+    if rows.dedupe_window_ms > 0:
+        since_ms = event.received_at_ms - rows.dedupe_window_ms
         first = conn.execute(_FIND_DUPLICATE, (event.source, event.dedupe_key, since_ms)).fetchall()
         if first:
             return IngestResult(event_id=first[0][0], deliveries=0, duplicate=True)
-    if state is not None and not still_as_seen(conn, state, event.received_at_ms):
+    if rows.state is not None and not still_as_seen(conn, rows.state, event.received_at_ms):
         return IngestResult(event_id=event.id, deliveries=0, conflict=True)
-    at_ms = event.received_at_ms
-    facts = event.facts
-    conn.execute(_INSERT_EVENT, (event.id, event.source, event.dedupe_key, at_ms, codec.pack(Kind.PAYLOAD, event.body),
-                                 facts.conversation_id,
-                                 facts.subject, facts.sender, facts.rule_type, event.changes))  # fmt: skip
-    conn.executemany(_INSERT_DELIVERY, [_delivery_row(codec, event.id, at_ms, delivery) for delivery in deliveries])
-    if state is not None:
-        write_state(conn, state)
-    return IngestResult(event_id=event.id, deliveries=len(deliveries))
+    conn.execute(_INSERT_EVENT, rows.event_row)
+    conn.executemany(_INSERT_DELIVERY, rows.delivery_rows)
+    if rows.state is not None:
+        write_state(conn, rows.state)
+    return IngestResult(event_id=event.id, deliveries=len(rows.delivery_rows))
 
 
 def _delivery_row(codec: Codec, event_id: str, at_ms: int, new: NewDelivery) -> tuple[Any, ...]:

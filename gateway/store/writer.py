@@ -7,7 +7,9 @@ requests. Should an operation fail, the batch runs again with each operation in 
 SAVEPOINT, so that a failing one does not undo its neighbours; operations must therefore
 have no effect outside the database (they may run twice). Each transaction holds the
 `WriteLock` of the file, so processes sharing it take turns without sleeping, and what is
-queued while another process commits joins the next transaction.
+queued while another process commits joins the next transaction. An operation may come with a
+`prepare` step (compressing what it stores, building its rows) that runs before the lock is
+taken: the other processes wait only for the database work.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Any
 
 from gateway.store.write_lock import WriteLock
 
-_Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+_Prepare = Callable[..., Any]
+_Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", _Prepare | None]
 _Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
@@ -37,9 +40,13 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._serve, name="gateway-sqlite-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, op: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
+    def submit(
+        self, op: Callable[..., Any], args: tuple[Any, ...], prepare: _Prepare | None = None
+    ) -> asyncio.Future[Any]:
+        """Run `op(conn, *args)` in the next transaction; with `prepare`, run `op(conn, prepare(*args))`, calling
+        `prepare` before taking the write lock."""
         future = self._loop.create_future()
-        self._queue.put((op, args, future))
+        self._queue.put((op, args, future, prepare))
         return future
 
     async def stop(self) -> None:
@@ -51,10 +58,14 @@ class GroupCommitWriter:
         try:
             stopping = False
             while not stopping:
-                first = self._queue.get()
+                batch, stopping = self._take([self._queue.get()])
+                batch, failed = _prepared(batch)
                 with self._lock:  # what is queued while another process commits joins this transaction
-                    batch, stopping = self._take(first)
-                    outcomes = self._commit(batch) if batch else []
+                    more, stop_queued = self._take([])
+                    more, more_failed = _prepared(more)
+                    stopping = stopping or stop_queued
+                    batch += more
+                    outcomes = failed + more_failed + (self._commit(batch) if batch else [])
                 if outcomes:
                     self._notify(outcomes)
         finally:
@@ -62,9 +73,8 @@ class GroupCommitWriter:
             self._lock.close()
             self._notify([(self._stopped, None, None)])
 
-    def _take(self, first: _Op | None) -> tuple[list[_Op], bool]:
-        """`first` and all that is queued after it; the flag says the stop marker was among them."""
-        items = [first]
+    def _take(self, items: list[_Op | None]) -> tuple[list[_Op], bool]:
+        """`items` and all that is queued after them; the flag says the stop marker was among them."""
         while True:
             try:
                 items.append(self._queue.get_nowait())
@@ -80,7 +90,7 @@ class GroupCommitWriter:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            outcomes: list[_Outcome] = [(future, op(conn, *args), None) for op, args, future in batch]
+            outcomes: list[_Outcome] = [(future, op(conn, *args), None) for op, args, future, _ in batch]
             conn.execute("COMMIT")
         except Exception as exc:
             _roll_back(conn)
@@ -94,7 +104,7 @@ class GroupCommitWriter:
         outcomes: list[_Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for op, args, future in batch:
+            for op, args, future, _ in batch:
                 conn.execute("SAVEPOINT op")
                 try:
                     outcomes.append((future, op(conn, *args), None))
@@ -105,7 +115,7 @@ class GroupCommitWriter:
             conn.execute("COMMIT")
         except Exception as exc:
             _roll_back(conn)
-            return [(future, None, exc) for _, _, future in batch]
+            return [(future, None, exc) for _, _, future, _ in batch]
         return outcomes
 
     def _notify(self, outcomes: list[_Outcome]) -> None:
@@ -113,6 +123,22 @@ class GroupCommitWriter:
             self._loop.call_soon_threadsafe(_settle, outcomes)
         except RuntimeError:
             pass  # the loop is closed: nobody is waiting any more
+
+
+def _prepared(batch: list[_Op]) -> tuple[list[_Op], list[_Outcome]]:
+    """`batch` with each `prepare` step run (its result the operation's one argument), and the outcomes of
+    those whose step failed."""
+    ready: list[_Op] = []
+    failed: list[_Outcome] = []
+    for op, args, future, prepare in batch:
+        if prepare is None:
+            ready.append((op, args, future, None))
+            continue
+        try:
+            ready.append((op, (prepare(*args),), future, None))
+        except Exception as exc:
+            failed.append((future, None, exc))
+    return ready, failed
 
 
 def _roll_back(conn: sqlite3.Connection) -> None:

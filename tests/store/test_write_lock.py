@@ -4,6 +4,7 @@ another holds it (never in SQLite's sleeping busy handler), and goes on as soon 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -97,6 +98,54 @@ async def test_writes_queued_while_another_process_commits_join_one_transaction(
 
 def insert(conn: sqlite3.Connection, n: int) -> None:
     conn.execute("INSERT INTO t VALUES (?)", (n,))
+
+
+async def test_a_writes_prepare_step_runs_before_the_lock_is_taken(tmp_path: Path) -> None:
+    """What can be done without the database (compressing, building rows) does not make other processes wait."""
+    database = tmp_path / "gateway.db"
+    conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    conn.execute("CREATE TABLE t (n INTEGER)")
+    prepared = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def double(n: int) -> int:
+        loop.call_soon_threadsafe(prepared.set)
+        return 2 * n
+
+    writer = GroupCommitWriter(conn, loop, WriteLock(database))
+    try:
+        with held_elsewhere(database) as let_go:
+            written = writer.submit(insert, (21,), prepare=double)
+            await asyncio.wait_for(prepared.wait(), timeout=10)  # while another process holds the lock
+            assert not written.done()
+            let_go()
+            await asyncio.wait_for(written, timeout=10)
+    finally:
+        await writer.stop()
+    with contextlib.closing(sqlite3.connect(database)) as reader:
+        assert reader.execute("SELECT n FROM t").fetchall() == [(42,)]
+
+
+async def test_a_failing_prepare_step_fails_its_own_write_only(tmp_path: Path) -> None:
+    database = tmp_path / "gateway.db"
+    conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    conn.execute("CREATE TABLE t (n INTEGER)")
+
+    def refuse(n: int) -> int:
+        raise ValueError(f"cannot prepare {n}")
+
+    writer = GroupCommitWriter(conn, asyncio.get_running_loop(), WriteLock(database))
+    try:
+        with held_elsewhere(database) as let_go:  # both writes wait for one transaction
+            failing = writer.submit(insert, (1,), prepare=refuse)
+            fine = writer.submit(insert, (2,))
+            let_go()
+            results = await asyncio.wait_for(asyncio.gather(failing, fine, return_exceptions=True), timeout=10)
+    finally:
+        await writer.stop()
+    assert [str(result) for result in results] == ["cannot prepare 1", "None"]
+    with contextlib.closing(sqlite3.connect(database)) as reader:
+        assert reader.execute("SELECT n FROM t").fetchall() == [(2,)]
 
 
 @pytest.mark.parametrize("name", ["gateway.db", "data.sqlite"])
