@@ -19,6 +19,7 @@ http in, a function computing and comparing the HMAC (over the re-serialised pay
 parses the body), a switch on the rule type, and the response; it stores nothing.
 
     .venv/bin/python bench/ingest.py [--seconds 10] [--connections 32] [--stored 100000] [--node-red red.js]
+                                     [--only process,ingest]
 """
 
 from __future__ import annotations
@@ -211,7 +212,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--stored", type=int, default=100_000, help="events in the store of the 'stored' row")
     parser.add_argument("--node-red", type=Path, help="Node-RED's red.js, for a row of its own")
+    parser.add_argument("--only", default="", help="comma-separated words: run just the rows whose name holds one "
+                        "(and the bare handler, the baseline), e.g. --only process")
     args = parser.parse_args()
+    wanted = [word for word in args.only.split(",") if word]
     bodies = varied_bodies(DISTINCT_BODIES)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -224,7 +228,6 @@ def main() -> None:
         signatures = [sign(SECRET.encode(), body) for body in bodies]
         lua = wrk_post_many_script(work / "post.lua", bodies, signatures, {"Content-Type": "application/json"})
         varied = conversations_script(work / "conversations.lua", bodies[0])
-        asyncio.run(fill(work / "grown.yaml", bodies, signatures, args.stored))
         gateway = [PYTHON, "-m", "gateway", "serve", "--no-worker"]
         quiet = ["--log-level", "warning", "--port"]
         realistic = [*gateway, "-c", str(work / "processes.yaml"), "--processes"]
@@ -244,9 +247,13 @@ def main() -> None:
             "ingest, 1 process*": Setup([*realistic, "1", "--port"], None, lua, core=None),
             "ingest, 2 processes*": Setup([*realistic, "2", "--port"], None, lua, core=None),
         }  # fmt: skip
+        chosen = {name: setup for name, setup in setups.items()
+                  if name == "bare aiohttp handler" or not wanted or any(word in name for word in wanted)}  # fmt: skip
+        if any(setup.db == work / "grown.db" for setup in chosen.values()):
+            asyncio.run(fill(work / "grown.yaml", bodies, signatures, args.stored))
         rows = {
             name: measure(setup, f"http://127.0.0.1:{free_port()}/hooks/missive", args.seconds, args.connections)
-            for name, setup in setups.items()
+            for name, setup in chosen.items()
         }
     base = rows["bare aiohttp handler"].load.requests_per_s
     print(f"{'server':<28}{'req/s':>8}{'ratio':>7}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}"
@@ -257,10 +264,14 @@ def main() -> None:
               f"{row.one_connection.p50_ms:>11.2f}{row.cpu_us_per_request:>11.0f}{row.stored_bytes_per_event:>12.0f}"
               f"{row.idle_rss_mb:>8.0f}")
     rate = {name: row.load.requests_per_s for name, row in rows.items()}
-    grown = rate[f"gateway ingest, {args.stored // 1000}k stored"] / rate["gateway ingest"]
     print("* not pinned: the processes and wrk share both cores (bytes/event: the file is shared, not shown)")
-    print(f"{args.stored:,} events stored / empty store: {grown:.2f}x; "
-          f"2 processes / 1 process: {rate['ingest, 2 processes*'] / rate['ingest, 1 process*']:.2f}x")
+    for label, numerator, denominator in [
+        (f"{args.stored:,} events stored / empty store", f"gateway ingest, {args.stored // 1000}k stored",
+         "gateway ingest"),
+        ("2 processes / 1 process", "ingest, 2 processes*", "ingest, 1 process*"),
+    ]:
+        if numerator in rate and denominator in rate:
+            print(f"{label}: {rate[numerator] / rate[denominator]:.2f}x")
 
 
 if __name__ == "__main__":
