@@ -14,11 +14,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-import re2
-
 from gateway.config.schema import Condition
 from gateway.errors import ConfigProblem
 from gateway.routing.jsonpath import Getter, clip, compile_path
+from gateway.routing.regex import compile_search
 
 Test = Callable[[Any], bool]
 
@@ -97,29 +96,16 @@ def _contains(operand: Any, fold: Fold) -> Test:
     return test
 
 
-def _re2_options() -> re2.Options:
-    options = re2.Options()
-    options.log_errors = False  # the config error says it; RE2 would also write it to stderr
-    return options
-
-
-_RE2_OPTIONS = _re2_options()
-_RE2_ANY_CASE = _re2_options()
-_RE2_ANY_CASE.case_sensitive = False
-
-
 def _matches(operand: Any, fold: Fold) -> Test:
-    """RE2, which runs in time linear in the subject: no pattern can make one payload stall the process."""
     if not isinstance(operand, str):
         raise ValueError(f"'matches' needs a regular expression, got {_show(operand)}")
     try:
-        search = re2.compile(operand, _RE2_OPTIONS if fold is _same else _RE2_ANY_CASE).search
-    except re2.error as exc:
-        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        search = compile_search(operand, any_case=fold is not _same)
+    except ValueError as exc:
         raise ValueError(
-            f"invalid regular expression {_show(operand)}: {reason} (RE2 syntax: no lookaround, no backreferences)"
+            f"invalid regular expression {_show(operand)}: {exc} (RE2 syntax: no lookaround, no backreferences)"
         ) from None
-    return lambda value: isinstance(value, str) and search(value) is not None
+    return lambda value: isinstance(value, str) and search(value)
 
 
 def _glob(operand: Any, fold: Fold) -> Test:
