@@ -238,7 +238,8 @@ def _run_app(args: argparse.Namespace, run_worker: bool, receive: bool) -> int:
     count = process_count(args.processes)
     if count > 1:
         return Supervisor(child_argv(args.argv), reuse_port_copies(sockets, count)).run()
-    app = create_app(ConfigHolder(loaded), run_worker=run_worker, receive=receive)
+    overridden = frozenset(f"server.{name}" for name in ("host", "port") if getattr(args, name) is not None)
+    app = create_app(ConfigHolder(loaded), run_worker=run_worker, receive=receive, overridden=overridden)
     gc.freeze()  # what start-up built lives as long as the process: keep it out of every collection
     server = loaded.config.server
     serve(app, sockets, server.read_timeout, server.shutdown_grace, loop=_loop())

@@ -66,8 +66,12 @@ class Reloader:
         on_applied: OnApplied,
         metrics: Metrics | None = None,
         poll_interval_s: float = POLL_INTERVAL_S,
+        overridden: frozenset[str] = frozenset(),
     ) -> None:
+        """`overridden`: settings the command line gave (`server.port` for `--port`), which a reload leaves as
+        they are without asking for a restart."""
         self._holder = holder
+        self._overridden = overridden
         self._on_applied = on_applied
         self._metrics = metrics
         self._poll_interval_s = poll_interval_s
@@ -99,7 +103,10 @@ class Reloader:
         self._holder.swap(new)
         await self._on_applied(new)
         for setting in needs_restart(self._in_force, new.config):
-            log.warning("config reload: %s changed; it needs a restart to take effect", setting)
+            if setting in self._overridden:
+                log.info("config reload: %s changed; the command line sets it, so it stays as it is", setting)
+            else:
+                log.warning("config reload: %s changed; it needs a restart to take effect", setting)
         log.info("config reloaded (%s): %s", why, new.summary(), extra={"config": str(new.file)})
         self._count(applied=True)
         return True

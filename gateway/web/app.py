@@ -21,7 +21,7 @@ from gateway.web import hooks as handlers
 from gateway.web.admin import add_admin_routes
 from gateway.web.console.routes import add_console_routes
 from gateway.web.errors import json_errors
-from gateway.web.keys import ADMIN_PORT, CLOCK, CONFIG, RECEIVES, STORE, WORKER, WorkerSlot
+from gateway.web.keys import ADMIN_PORT, CLOCK, CONFIG, OVERRIDDEN, RECEIVES, STORE, WORKER, WorkerSlot
 from gateway.web.listeners import split_listeners
 
 log = logging.getLogger("gateway.server")
@@ -33,11 +33,13 @@ def create_app(
     clock: Clock | None = None,
     run_worker: bool = True,
     receive: bool = True,
+    overridden: frozenset[str] = frozenset(),
 ) -> web.Application:
     """The gateway's application. `store` defaults to the configured backend, opened and closed with the app.
 
     The delivery worker runs inside unless `run_worker` is false (`serve --no-worker`); webhooks are received
-    unless `receive` is false (`gateway worker`, which keeps health, metrics, admin and reloads).
+    unless `receive` is false (`gateway worker`, which keeps health, metrics, admin and reloads). `overridden`
+    names the settings the command line gave (`server.port`), which reloads do not report as needing a restart.
     """
     loaded = holder.active.loaded
     app = web.Application(middlewares=[json_errors, split_listeners], client_max_size=loaded.config.server.max_body)
@@ -54,6 +56,7 @@ def create_app(
         app.cleanup_ctx.append(_worker_ctx)
     app.cleanup_ctx.append(_reload_ctx)
     app[RECEIVES] = receive
+    app[OVERRIDDEN] = overridden
     if receive:
         app.on_startup.append(_announce)
     app.router.add_get("/healthz", handlers.healthz)
@@ -106,7 +109,7 @@ async def _reload_ctx(app: web.Application) -> AsyncIterator[None]:
         if app[RECEIVES]:
             _describe(loaded)
 
-    async with Reloader(app[CONFIG], apply, app[METRICS]).running():
+    async with Reloader(app[CONFIG], apply, app[METRICS], overridden=app[OVERRIDDEN]).running():
         yield
 
 

@@ -30,4 +30,5 @@ STORE = web.AppKey("store", Store)
 CLOCK = web.AppKey("clock", Clock)
 WORKER = web.AppKey("worker", WorkerSlot)
 RECEIVES = web.AppKey("receives", bool)  # False in `gateway worker`: no ingest route
+OVERRIDDEN = web.AppKey("overridden", frozenset[str])  # settings the command line gave, e.g. server.port
 ADMIN_PORT = web.AppKey[int | None]("admin_port")  # admin.port as bound at start-up (reloads do not move it)

@@ -185,6 +185,11 @@ async def wait_for_reloads(client: Client, result: str, count: int) -> None:
             await asyncio.sleep(0.1)
 
 
+async def serving(aiohttp_client: MakeClient, path: Path, **options: Any) -> Client:
+    """A client of the gateway app serving the config file at `path` (`options` go to `create_app`)."""
+    return await aiohttp_client(create_app(ConfigHolder(load_config(path, environ={})), **options))
+
+
 async def post(client: Client, body: bytes) -> dict[str, Any]:
     response = await client.post("/hooks/missive", data=body, headers={"X-Hook-Signature": sign(
         FIXTURE_SECRET.encode(), body)})
@@ -199,7 +204,7 @@ async def test_edited_config_applies_to_the_next_event_and_a_broken_one_is_rejec
     caplog.set_level(logging.INFO, logger="gateway.reload")
     async with FakeDestination() as first, FakeDestination() as second:
         path = write_config(base_config(first.url()))
-        client = await aiohttp_client(create_app(ConfigHolder(load_config(path, environ={}))))
+        client = await serving(aiohttp_client, path)
         assert (await post(client, SMS))["deliveries"] == 0  # no route for SMS yet
 
         replace_file(path, with_sms_route(first.url(), second.url()))
@@ -229,7 +234,7 @@ async def test_settings_bound_at_start_are_reported_and_the_rest_applied(
     caplog.set_level(logging.INFO, logger="gateway.reload")
     async with FakeDestination() as first, FakeDestination() as second:
         path = write_config(base_config(first.url()))
-        client = await aiohttp_client(create_app(ConfigHolder(load_config(path, environ={}))))
+        client = await serving(aiohttp_client, path)
         store = client.app[STORE]
         edited = with_sms_route(first.url(), second.url()).replace("{path: gateway.db}", "{path: new.db}")
         replace_file(path, "server: {port: 9999, max_body: 8KiB}\n" + edited)
@@ -253,7 +258,7 @@ async def test_needs_a_restart_compares_with_the_settings_in_force(
     caplog.set_level(logging.INFO, logger="gateway.reload")
     async with FakeDestination() as first:
         path = write_config(base_config(first.url()))
-        client = await aiohttp_client(create_app(ConfigHolder(load_config(path, environ={}))))
+        client = await serving(aiohttp_client, path)
         moved = "server: {port: 9999}\n" + base_config(first.url())
         edits = [
             moved,
@@ -269,6 +274,25 @@ async def test_needs_a_restart_compares_with_the_settings_in_force(
 
     port_waits = ["config reload: server.port changed; it needs a restart to take effect"]
     assert warned == [port_waits, port_waits, []]
+
+
+async def test_a_setting_the_command_line_gave_does_not_ask_for_a_restart(
+    aiohttp_client: MakeClient, write_config: Callable[[str], Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`serve --port 9000` listens on 9000 whatever server.port says, before a restart and after."""
+    caplog.set_level(logging.INFO, logger="gateway.reload")
+    unused = "http://127.0.0.1:9/"  # nothing is delivered
+    path = write_config(base_config(unused))
+    client = await serving(aiohttp_client, path, overridden=frozenset({"server.port"}))
+
+    replace_file(path, "server: {port: 9999, shutdown_grace: 3s}\n" + base_config(unused))
+    await wait_for_reloads(client, "applied", 1)
+
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.getMessage().startswith("config reload: ")]
+    assert said == [
+        (logging.INFO, "config reload: server.port changed; the command line sets it, so it stays as it is"),
+        (logging.WARNING, "config reload: server.shutdown_grace changed; it needs a restart to take effect"),
+    ]
 
 
 def config_with(**sections: Any) -> GatewayConfig:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -51,7 +53,7 @@ async def count_with_status(client: Client, status: DeliveryStatus) -> int:
 
 
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    """Poll the store until `check` holds: the store is what says a delivery was recorded."""
+    """Poll until `check` holds (the store, which says a delivery was recorded, or a process's log)."""
     async with asyncio.timeout(10):
         while not await check():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
@@ -232,6 +234,32 @@ routes:
     assert "delivery worker stopped; attempts in flight: 1 finished, 0 cut short" in log
     assert "shutdown: 2 deliveries stay queued for the next start, 0 dead letters kept" in log
     assert len(slow.received) == 1
+
+
+async def test_a_port_given_on_the_command_line_is_not_reported_as_waiting_for_a_restart(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    text = f"""\
+storage: {{path: gateway.db}}
+sources:
+  missive: {{secrets: ["{FIXTURE_SECRET}"]}}
+routes: []
+"""
+    config.write_text(text, encoding="utf-8")
+    async with GatewayProcess(config, free_port(), tmp_path / "gateway.log") as gateway:  # serve --port
+        await gateway.start()
+        config.write_text("server: {port: 8123, shutdown_grace: 3s}\n" + text, encoding="utf-8")
+        os.kill(gateway.pid, signal.SIGHUP)
+
+        async def reloaded() -> bool:
+            return "config reloaded (SIGHUP)" in gateway.tail()
+
+        await eventually(reloaded)
+        assert await gateway.stop() == 0
+        log = gateway.tail()
+
+    assert "config reload: server.port changed; the command line sets it, so it stays as it is" in log
+    assert "server.shutdown_grace changed; it needs a restart to take effect" in log
+    assert "server.port changed; it needs a restart" not in log
 
 
 async def test_a_templated_host_reaches_no_private_address_unless_allowed(
