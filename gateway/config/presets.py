@@ -25,7 +25,8 @@ DISCORD_API_VERSION = "v10"
 # Settings a preset fills in when the destination leaves them out: the service's URL and its published limits.
 PRESET_SETTINGS: dict[str, dict[str, Any]] = {
     "missive": {"url": MISSIVE_POSTS_URL, "concurrency": 5, "rate_limit": ["300/m", "900/15m"]},
-    "pagerduty": {"url": PAGERDUTY_EVENTS_URL},
+    "pagerduty": {"url": PAGERDUTY_EVENTS_URL, "rate_limit": ["120/m"]},  # per integration key, 60 s looking back
+    "google_chat": {"rate_limit": ["1/s"]},  # a space's webhook takes one message a second
 }
 
 # Discord's webhook URLs carry no API version; unversioned calls get an old one, whose 429 `retry_after` is in

@@ -276,11 +276,25 @@ async def test_missive_429_waits_its_retry_after(gw: Gateway) -> None:
 # --- Google Chat ------------------------------------------------------------------------------------------------
 
 
+async def test_google_chat_keeps_to_a_message_a_second_per_space(gw: Gateway) -> None:
+    async with GoogleChatWebhook(now_ms=gw.clock.now_ms) as chat:
+        loaded = gw.configure(f"type: google_chat\nurl: {chat.webhook_url()}\n",
+                              'body: {text: "{{ message.subject }}"}\n')  # fmt: skip
+        await gw.receive(times=5)
+        deliveries = await gw.deliver()
+
+    assert [rate.text for rate in loaded.config.destinations["d"].rate_limit or ()] == ["1/s"]
+    assert statuses(deliveries) == [DELIVERED] * 5
+    assert {a.status_code for d in deliveries for a in await gw.attempts(d)} == {200}  # never a 429
+    assert most_in_any_window(chat.accepted_at_ms, 1000) == 1
+
+
 async def test_google_chat_delivers_and_waits_out_resource_exhausted(gw: Gateway) -> None:
     async with GoogleChatWebhook(now_ms=gw.clock.now_ms) as chat:
-        loaded = gw.configure(f"type: google_chat\nurl: {chat.webhook_url()}\nretry: {{backoff: 1s}}\n",
+        loaded = gw.configure(f"type: google_chat\nurl: {chat.webhook_url()}\nretry: {{backoff: 1s}}\n"
+                              "rate_limit: 10/s\n",  # above the space's one message a second
                               'body: {text: "{{ message.subject }}"}\n')  # fmt: skip
-        await gw.receive(times=3)  # one message a second per space
+        await gw.receive(times=3)
         deliveries = await gw.deliver()
         shown = loaded.masker.url(chat.webhook_url())
 
@@ -373,6 +387,19 @@ async def test_pagerduty_throttle_is_waited_out(gw: Gateway) -> None:
 
     assert delivery.status is DELIVERED
     assert [a.status_code for a in await gw.attempts(delivery)] == [429, 202]
+
+
+async def test_pagerduty_preset_keeps_to_120_events_a_minute(gw: Gateway) -> None:
+    async with PagerDutyEvents(now_ms=gw.clock.now_ms) as pagerduty:
+        loaded = gw.configure(f"type: pagerduty\nurl: {pagerduty.events_url()}\nrouting_key: {pagerduty.routing_key}\n",
+                              PAGERDUTY_EVENT % "info")  # fmt: skip
+        await gw.receive(times=130)
+        deliveries = await gw.deliver()
+
+    assert [rate.text for rate in loaded.config.destinations["d"].rate_limit or ()] == ["120/m"]
+    assert statuses(deliveries) == [DELIVERED] * 130
+    assert {a.status_code for d in deliveries for a in await gw.attempts(d)} == {202}  # not one throttle
+    assert most_in_any_window(pagerduty.accepted_at_ms, 60_000) == 120
 
 
 def test_pagerduty_url_is_the_events_api_by_default(gw: Gateway) -> None:
