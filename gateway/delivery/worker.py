@@ -81,6 +81,7 @@ class Worker:
         self._round_spacing_s = round_spacing_s
         self._round_started_at = -round_spacing_s  # loop time
         self._spaced_wake: asyncio.TimerHandle | None = None
+        self._last_round_started = False  # whether the last round started any delivery
         self._slots_wanted = False  # the last round left due deliveries waiting for a slot: a freed one matters
         self._stopping = False
         self._store_problem: str | None = None
@@ -100,14 +101,16 @@ class Worker:
         return self._store_problem
 
     def wake(self) -> None:
-        """Look for due deliveries: ingest calls this after storing new ones. A round starts at once, or once
-        `round_spacing_s` have passed since the last one began: a steady stream of events is then claimed, sent
-        and recorded in groups, not an event a round (a round costs a few transactions). Freed slots and due
-        retries start a round at once all the same."""
+        """Look for due deliveries: ingest calls this after storing new ones. After a round that started
+        deliveries, the next starts once `round_spacing_s` have passed since it began: a steady stream of events
+        is then claimed, sent and recorded in groups, not an event a round (a round costs a few transactions).
+        After a round that started none (nothing was due, or other replicas held the slots), and for freed
+        slots and due retries, a round starts at once."""
         if self._spaced_wake is not None:
             return
         loop = asyncio.get_running_loop()
-        delay_s = self._round_started_at + self._round_spacing_s - loop.time()
+        spacing_s = self._round_spacing_s if self._last_round_started else 0.0
+        delay_s = self._round_started_at + spacing_s - loop.time()
         if delay_s <= 0:
             self._wakeup.set()
         else:
@@ -208,6 +211,7 @@ class Worker:
                 claimed = await self._store.claim(capacity, now_ms, self._lease_ms)
         finally:
             started = Counter(delivery.destination for delivery in claimed)
+            self._last_round_started = bool(claimed)
             self._slots_wanted = any(granted and started[name] >= granted for name, granted in capacity.items())
             await self._limits.started_each({name: started[name] for name in self._destinations})
         for delivery in claimed:

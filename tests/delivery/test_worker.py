@@ -298,26 +298,47 @@ class CountedRounds(LocalLimits):
         return await super().capacities(destinations, now_ms)
 
 
-async def test_events_stored_soon_after_a_round_wait_for_the_spacing_and_go_in_one_round(rig: Rig) -> None:
+async def test_after_a_round_that_sent_nothing_a_wake_up_starts_a_round_at_once(rig: Rig) -> None:
+    """Spacing rounds only helps when they send: a replica whose rounds find the slots taken by the others must
+    keep trying on every event, or it never gets one."""
+    rig.clock = SystemClock()
+    async with FakeDestination([200]) as fake:
+        worker = rig.worker({"crm": destination()}, poll_interval_s=3600, round_spacing_s=3600)
+        running = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.1)  # the first round found nothing to send
+        await rig.enqueue("crm", fake.url())
+        worker.wake()
+        await rig.wait_until(lambda: rig.finished(DeliveryStatus.DELIVERED) == 1)  # not an hour later
+        await worker.stop(grace_s=1)
+        await running
+    assert len(fake.received) == 1
+
+
+async def test_events_stored_soon_after_a_round_that_sent_wait_for_the_spacing_and_go_in_one_round(
+    rig: Rig,
+) -> None:
     rig.clock = SystemClock()
     async with FakeDestination([200]) as fake:
         destinations = {"crm": destination()}
         limits = CountedRounds(destinations)
         worker = rig.worker(destinations, poll_interval_s=3600, limits=limits, round_spacing_s=1.5)
         running = asyncio.create_task(worker.run())
-        await asyncio.wait_for(limits.round_started.wait(), 5)  # the first round, at start: nothing to claim yet
+        await asyncio.wait_for(limits.round_started.wait(), 5)  # the first round, at start: nothing to claim
         await asyncio.sleep(0.1)  # and let it settle into its hour-long wait
+        await rig.enqueue("crm", fake.url())
+        worker.wake()  # the last round sent nothing: this one starts at once
+        await rig.wait_until(lambda: rig.finished(DeliveryStatus.DELIVERED) == 1)
 
         for _ in range(3):
             await rig.enqueue("crm", fake.url())
             worker.wake()
         await asyncio.sleep(0.05)
-        assert (limits.rounds, len(fake.received)) == (1, 0)  # 1.5 s have not passed since the first round
+        assert (limits.rounds, len(fake.received)) == (2, 1)  # 1.5 s have not passed since the round that sent
 
-        await rig.wait_until(lambda: rig.finished(DeliveryStatus.DELIVERED) == 3)
+        await rig.wait_until(lambda: rig.finished(DeliveryStatus.DELIVERED) == 4)
         await worker.stop(grace_s=1)
         await running
-    assert limits.rounds == 2  # all three claimed together
+    assert limits.rounds == 3  # the three claimed together
 
 
 async def test_a_finished_attempt_frees_its_slot_for_a_waiting_delivery_at_once(rig: Rig) -> None:
