@@ -79,7 +79,7 @@ class Worker:
         self._tasks: set[asyncio.Task[bool]] = set()
         self._wakeup = asyncio.Event()
         self._round_spacing_s = round_spacing_s
-        self._round_started_at = -round_spacing_s  # loop time
+        self._round_started_at = 0.0  # loop time; spacing follows only a round that started deliveries
         self._spaced_wake: asyncio.TimerHandle | None = None
         self._last_round_started = False  # whether the last round started any delivery
         self._slots_wanted = False  # the last round left due deliveries waiting for a slot: a freed one matters

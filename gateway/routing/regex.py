@@ -19,7 +19,7 @@ import re2
 
 Search = Callable[[str], bool]
 
-_SPECIAL = frozenset("^$.*+?()[]{}|\\")
+_SPECIAL = frozenset("^$.*+?()[]{}|")  # and the backslash, read with what it escapes
 _ESCAPABLE = frozenset(string.punctuation)
 
 

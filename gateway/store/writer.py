@@ -58,11 +58,9 @@ class GroupCommitWriter:
         try:
             stopping = False
             while not stopping:
-                batch, stopping = self._take([self._queue.get()])
-                batch, failed = _prepared(batch)
+                batch, failed, stopping = self._take_prepared([self._queue.get()])
                 with self._lock:  # what is queued while another process commits joins this transaction
-                    more, stop_queued = self._take([])
-                    more, more_failed = _prepared(more)
+                    more, more_failed, stop_queued = self._take_prepared([])
                     stopping = stopping or stop_queued
                     batch += more
                     outcomes = failed + more_failed + (self._commit(batch) if batch else [])
@@ -73,15 +71,17 @@ class GroupCommitWriter:
             self._lock.close()
             self._notify([(self._stopped, None, None)])
 
-    def _take(self, items: list[_Op | None]) -> tuple[list[_Op], bool]:
-        """`items` and all that is queued after them; the flag says the stop marker was among them."""
+    def _take_prepared(self, items: list[_Op | None]) -> tuple[list[_Op], list[_Outcome], bool]:
+        """`items` and all that is queued after them, their `prepare` steps run: the operations ready to commit,
+        the outcomes of those whose step failed, and whether the stop marker was among them."""
         while True:
             try:
                 items.append(self._queue.get_nowait())
             except queue.Empty:
                 break
         batch = [item for item in items if item is not None]
-        return batch, len(batch) < len(items)
+        ready, failed = _prepared(batch)
+        return ready, failed, len(batch) < len(items)
 
     def _commit(self, batch: list[_Op]) -> list[_Outcome]:
         """Run `batch` in one transaction, the write lock held. Operations rarely fail, so they first run side

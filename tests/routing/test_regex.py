@@ -38,7 +38,7 @@ def test_anything_that_repeats_groups_or_names_a_class_stays_in_re2(pattern: str
     assert as_plain(pattern) is None
 
 
-def test_a_pattern_that_ignores_case_stays_in_re2() -> None:
+def test_a_pattern_that_ignores_case_matches_either_case_and_still_anchors() -> None:
     search = compile_search(r"@Example\.COM$", any_case=True)
     assert search("bob@example.com") and search("BOB@EXAMPLE.COM") and not search("bob@example.com.evil")
 
