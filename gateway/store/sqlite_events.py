@@ -76,7 +76,7 @@ def _clauses(query: EventQuery) -> tuple[list[str], list[Any]]:
     if wanted:
         match = " AND ".join(f"deliveries.{column} = ?" for column, _ in wanted)
         values = [value for _, value in wanted]
-        if query.status in _FEW:  # from the few, by deliveries_claim; else event by event, newest first
+        if query.status in _FEW:  # from the few, by deliveries_queue; else event by event, newest first
             add(f"id IN (SELECT event_id FROM deliveries WHERE {match})", *values)
         else:
             add(f"EXISTS (SELECT 1 FROM deliveries WHERE deliveries.event_id = events.id AND {match})", *values)

@@ -16,7 +16,7 @@ from gateway.store.base import dedupe_key
 from gateway.store.sqlite_file import QUICK_CHECK_BUDGET_S, check_integrity, create_private
 from gateway.store.write_lock import WriteLock
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 _BACKFILL_CHUNK = 1000
 _BUSY_TIMEOUT_S = 5.0
 
@@ -140,6 +140,18 @@ CREATE TABLE IF NOT EXISTS dictionaries (
 );
 """
 
+# Version 8: the console's queue figures come from indexes alone, however long the queue. The claim index also
+# holds what the overview counts (attempts, age, lease; the token is NULL but while a worker holds the delivery),
+# and the deliveries that failed and still wait, or are dead, are indexed by destination and time for each
+# destination's last error (a new delivery has no error, so an ingest adds no entry there).
+_QUEUE_FIGURES = """
+DROP INDEX IF EXISTS deliveries_claim;
+CREATE INDEX IF NOT EXISTS deliveries_queue
+    ON deliveries (status, destination, next_attempt_at_ms, attempts, created_at_ms, lease_token);
+CREATE INDEX IF NOT EXISTS deliveries_failing ON deliveries (destination, updated_at_ms)
+    WHERE status IN ('pending', 'dead') AND last_error IS NOT NULL;
+"""
+
 
 def connect(path: Path, read_only: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
@@ -187,7 +199,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if version is None:
         conn.executescript(V1_SCHEMA)
     for target, step in ((2, _to_lookup), (3, _to_chains), (4, _to_untrusted_hosts), (5, _to_state),
-                         (6, _to_quotas), (7, _to_compressed)):  # fmt: skip
+                         (6, _to_quotas), (7, _to_compressed), (8, _to_queue_figures)):  # fmt: skip
         if version is not None and version >= target:
             continue
         conn.execute("BEGIN IMMEDIATE")
@@ -229,6 +241,10 @@ def _to_quotas(conn: sqlite3.Connection) -> None:
 def _to_compressed(conn: sqlite3.Connection) -> None:
     _run(conn, _DICTIONARIES)
     _rekey_dedupe(conn)
+
+
+def _to_queue_figures(conn: sqlite3.Connection) -> None:
+    _run(conn, _QUEUE_FIGURES)
 
 
 def _backfill_facts(conn: sqlite3.Connection) -> None:

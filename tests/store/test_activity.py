@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
 import pytest
 
 from gateway.model import Activity, AttemptResult, DestinationActivity, HourCounts, NewDelivery, NewEvent, Release
+from gateway.store import sqlite_activity
 from gateway.store.base import Store
 from gateway.store.redis import RedisStore
+from gateway.store.sqlite import SqliteStore
 from tests.store.test_contract import (
     DEAD,
     DELIVERED,
@@ -124,3 +130,24 @@ async def test_held_requests_count_once_released_and_their_dead_show(store: Stor
 
     notes = (await store.activity(T0, HOUR_MS, 3, NOW)).destinations["notes"]
     assert (notes.waiting, notes.retrying, notes.dead, notes.last_error) == (1, 0, 1, "step a failed")
+
+
+async def test_sqlite_reads_the_queue_figures_from_indexes_alone(tmp_path: Path) -> None:
+    """However long a destination's queue grows, the overview reads index entries, never the deliveries' rows:
+    the counts come from the claim index in its own order (no sort), the last error from one seek."""
+    store = SqliteStore(tmp_path / "gateway.db")
+    await store.open()
+    try:
+        await a_busy_day(store)
+        assert (await activity(store)).destinations["crm"].last_error == "HTTP 503: busy"
+    finally:
+        await store.close()
+
+    with closing(sqlite3.connect(tmp_path / "gateway.db")) as conn:
+        queue_plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sqlite_activity._QUEUE}", (NOW,))]
+        error_plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sqlite_activity._LAST_ERROR}", ("crm",))]
+        failing = conn.execute("SELECT count(*) FROM deliveries INDEXED BY deliveries_failing WHERE status IN "
+                               "('pending', 'dead') AND last_error IS NOT NULL").fetchone()  # fmt: skip
+    assert queue_plan == ["SEARCH deliveries USING COVERING INDEX deliveries_queue (status=?)"]
+    assert error_plan == ["SEARCH deliveries USING INDEX deliveries_failing (destination=?)"]
+    assert failing == (2,)  # crm's retried delivery and slack's dead letter; none of the new or delivered ones

@@ -771,6 +771,16 @@ async def test_sqlite_migrates_a_version_1_database_keeping_its_queue_to_chains_
     finally:
         await store.close()
     assert await asyncio.to_thread(read_pragmas, path) == ("wal", SCHEMA_VERSION)
+    assert await asyncio.to_thread(indexes_of, path, "deliveries") == [
+        "deliveries_created", "deliveries_due", "deliveries_event", "deliveries_failing", "deliveries_queue",
+    ]  # fmt: skip
+
+
+def indexes_of(path: Path, table: str) -> list[str]:
+    with closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL "
+                            "ORDER BY name", (table,)).fetchall()  # fmt: skip
+    return [name for (name,) in rows]
 
 
 async def test_sqlite_runs_no_statement_on_the_event_loop_and_groups_commits(
