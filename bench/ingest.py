@@ -13,13 +13,16 @@ routes, no state" is its twin without them. "gateway ingest, N stored" is "gatew
 store already holding `--stored` events (written through the same accept path first): ingest
 must not slow down as the store grows. The two "processes" rows run `serve --processes 1` and
 `--processes 2` with the realistic config, nothing pinned: the processes and wrk share both
-cores. Idle RSS is the largest gateway process's, before any load. With `--node-red` (its
+cores. Idle RSS is the largest gateway process's, before any load. With `--rounds N` every row
+runs N times, the rows taking turns, each run on a fresh copy of its store: the table shows
+each figure's median, and each ratio is given round by round (both sides measured minutes
+apart, not a quarter of an hour) with its median. With `--node-red` (its
 `red.js`, from `npm install node-red`), a row for Node-RED running `bench/nodered_flow.json`:
 http in, a function computing and comparing the HMAC (over the re-serialised payload: http in
 parses the body), a switch on the rule type, and the response; it stores nothing.
 
     .venv/bin/python bench/ingest.py [--seconds 10] [--connections 32] [--stored 100000] [--node-red red.js]
-                                     [--only process,ingest]
+                                     [--only process,ingest] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -28,9 +31,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import shutil
 import sqlite3
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,11 +169,24 @@ class Setup:
     lua: Path
     core: int | None = 0  # the server's core, and wrk on the other; None: neither pinned
     health: str = "/healthz"
+    seed: Path | None = None  # the store file each run starts from; None: an empty store
+
+    def reset_store(self) -> None:
+        """Remove what an earlier run stored (the file, its WAL and lock files), then copy the seed in."""
+        if self.db is None:
+            return
+        for path in self.db.parent.glob(self.db.name + "*"):
+            path.unlink()
+        if self.seed is not None:
+            shutil.copyfile(self.seed, self.db)
+            with self.db.open("rb+") as copy:  # written back now, not by the kernel during the run
+                os.fsync(copy.fileno())
 
 
 def measure(setup: Setup, url: str, seconds: int, connections: int) -> Row:
     port = url.split(":")[2].split("/")[0]
     wrk_core = None if setup.core is None else 1 - setup.core
+    setup.reset_store()
     with running(pinned(setup.core, [*setup.command, port]), f"http://127.0.0.1:{port}{setup.health}") as server:
         idle_rss_mb = largest_rss_mb(server.pid)
         wrk(url, setup.lua, 2, connections, core=wrk_core)  # warm-up
@@ -196,6 +216,15 @@ async def fill(config: Path, bodies: list[bytes], signatures: list[str], count: 
         await store.close()
 
 
+def keep_as_seed(db: Path, seed: Path) -> None:
+    """Move the store `db` to `seed`, in one file (its WAL checkpointed into it)."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.rename(seed)
+    for path in db.parent.glob(db.name + "*"):
+        path.unlink()
+
+
 def _bytes_per_event(db: Path | None) -> float:
     """The store file's size per stored event, after the server has stopped (and checkpointed its WAL)."""
     if db is None or not db.exists():
@@ -214,6 +243,7 @@ def main() -> None:
     parser.add_argument("--node-red", type=Path, help="Node-RED's red.js, for a row of its own")
     parser.add_argument("--only", default="", help="comma-separated words: run just the rows whose name holds one "
                         "(and the bare handler, the baseline), e.g. --only process")
+    parser.add_argument("--rounds", type=int, default=1, help="run every row this many times, the rows taking turns")
     args = parser.parse_args()
     wanted = [word for word in args.only.split(",") if word]
     bodies = varied_bodies(DISTINCT_BODIES)
@@ -231,6 +261,7 @@ def main() -> None:
         gateway = [PYTHON, "-m", "gateway", "serve", "--no-worker"]
         quiet = ["--log-level", "warning", "--port"]
         realistic = [*gateway, "-c", str(work / "processes.yaml"), "--processes"]
+        grown = work / "grown.db"
         setups = {
             "bare aiohttp handler": Setup([PYTHON, str(ROOT / "bench" / "bare_server.py")], None, lua),
             **({"Node-RED (stores nothing)": Setup(
@@ -239,40 +270,62 @@ def main() -> None:
             "gateway, 1 route": Setup([*gateway, "-c", str(work / "minimal.yaml"), *quiet], work / "minimal.db", lua),
             "gateway ingest": Setup([*gateway, "-c", str(work / "config.yaml"), "--port"], work / "gateway.db", lua),
             f"gateway ingest, {args.stored // 1000}k stored": Setup(
-                [*gateway, "-c", str(work / "grown.yaml"), "--port"], work / "grown.db", lua),
+                [*gateway, "-c", str(work / "grown.yaml"), "--port"], grown, lua, seed=work / "grown-seed.db"),
             "same routes, no state": Setup([*gateway, "-c", str(work / "no-state.yaml"), *quiet],
                                            work / "no-state.db", varied),
             "changes + once_per": Setup([*gateway, "-c", str(work / "conversations.yaml"), *quiet],
                                         work / "conversations.db", varied),
-            "ingest, 1 process*": Setup([*realistic, "1", "--port"], None, lua, core=None),
-            "ingest, 2 processes*": Setup([*realistic, "2", "--port"], None, lua, core=None),
+            "ingest, 1 process*": Setup([*realistic, "1", "--port"], work / "processes.db", lua, core=None),
+            "ingest, 2 processes*": Setup([*realistic, "2", "--port"], work / "processes.db", lua, core=None),
         }  # fmt: skip
         chosen = {name: setup for name, setup in setups.items()
                   if name == "bare aiohttp handler" or not wanted or any(word in name for word in wanted)}  # fmt: skip
-        if any(setup.db == work / "grown.db" for setup in chosen.values()):
+        if any(setup.db == grown for setup in chosen.values()):
             asyncio.run(fill(work / "grown.yaml", bodies, signatures, args.stored))
-        rows = {
-            name: measure(setup, f"http://127.0.0.1:{free_port()}/hooks/missive", args.seconds, args.connections)
-            for name, setup in chosen.items()
-        }
-    base = rows["bare aiohttp handler"].load.requests_per_s
-    print(f"{'server':<28}{'req/s':>8}{'ratio':>7}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}"
-          f"{'1 conn p50':>11}{'CPU us/req':>11}{'bytes/event':>12}{'idle MB':>8}")
-    for name, row in rows.items():
-        print(f"{name:<28}{row.load.requests_per_s:>8.0f}{row.load.requests_per_s / base:>7.2f}"
-              f"{row.load.p50_ms:>8.2f}{row.load.p99_ms:>8.2f}{row.load.non_2xx:>8}"
-              f"{row.one_connection.p50_ms:>11.2f}{row.cpu_us_per_request:>11.0f}{row.stored_bytes_per_event:>12.0f}"
-              f"{row.idle_rss_mb:>8.0f}")
-    rate = {name: row.load.requests_per_s for name, row in rows.items()}
-    print("* not pinned: the processes and wrk share both cores (bytes/event: the file is shared, not shown)")
+            keep_as_seed(grown, work / "grown-seed.db")
+        rounds: list[dict[str, Row]] = []
+        for _ in range(args.rounds):
+            rounds.append({
+                name: measure(setup, f"http://127.0.0.1:{free_port()}/hooks/missive", args.seconds, args.connections)
+                for name, setup in chosen.items()
+            })  # fmt: skip
+    report(rounds, args.stored)
+
+
+def report(rounds: list[dict[str, Row]], stored: int) -> None:
+    """The table (each figure the median of the rounds) and each ratio, round by round."""
+
+    def ratios(numerator: str, denominator: str) -> list[float]:
+        return [measured[numerator].load.requests_per_s / measured[denominator].load.requests_per_s
+                for measured in rounds]  # fmt: skip
+
+    columns: list[tuple[str, int, str, Callable[[Row], float]]] = [  # heading, width, format, figure
+        ("req/s", 8, ".0f", lambda row: row.load.requests_per_s),
+        ("p50 ms", 8, ".2f", lambda row: row.load.p50_ms),
+        ("p99 ms", 8, ".2f", lambda row: row.load.p99_ms),
+        ("non-2xx", 8, ".0f", lambda row: row.load.non_2xx),
+        ("1 conn p50", 11, ".2f", lambda row: row.one_connection.p50_ms),
+        ("CPU us/req", 11, ".0f", lambda row: row.cpu_us_per_request),
+        ("bytes/event", 12, ".0f", lambda row: row.stored_bytes_per_event),
+        ("idle MB", 8, ".0f", lambda row: row.idle_rss_mb),
+    ]
+    print(f"{'server':<28}{'ratio':>7}" + "".join(f"{heading:>{width}}" for heading, width, _, _ in columns))
+    for name in rounds[0]:
+        figures = [statistics.median(figure(measured[name]) for measured in rounds) for *_, figure in columns]
+        ratio = statistics.median(ratios(name, "bare aiohttp handler"))
+        print(f"{name:<28}{ratio:>7.2f}" + "".join(
+            f"{value:>{width}{form}}" for value, (_, width, form, _) in zip(figures, columns, strict=True)))
+    print("* not pinned: the processes and wrk share both cores")
+    if len(rounds) > 1:
+        print(f"each figure and ratio: the median of {len(rounds)} rounds")
     for label, numerator, denominator in [
-        (f"{args.stored:,} events stored / empty store", f"gateway ingest, {args.stored // 1000}k stored",
-         "gateway ingest"),
+        (f"{stored:,} events stored / empty store", f"gateway ingest, {stored // 1000}k stored", "gateway ingest"),
         ("2 processes / 1 process", "ingest, 2 processes*", "ingest, 1 process*"),
     ]:
-        if numerator in rate and denominator in rate:
-            print(f"{label}: {rate[numerator] / rate[denominator]:.2f}x")
-
+        if numerator in rounds[0] and denominator in rounds[0]:
+            each = ratios(numerator, denominator)
+            rounds_text = f" (round by round: {', '.join(f'{ratio:.2f}' for ratio in each)})" if len(each) > 1 else ""
+            print(f"{label}: {statistics.median(each):.2f}x{rounds_text}")
 
 if __name__ == "__main__":
     main()
