@@ -25,7 +25,8 @@ from gateway.mask import MASK, Masker
 from gateway.model import DeliveryFilter
 from gateway.routing.compiled import LoadedConfig
 from gateway.web.errors import Handler, error_response
-from gateway.web.keys import CLOCK, CONFIG, STORE, WORKER
+from gateway.web.keys import CLOCK, CONFIG, STORE, TOKEN_GUESSES, WORKER
+from gateway.web.token_guesses import client_of, waiting
 
 log = logging.getLogger("gateway.admin")
 
@@ -69,14 +70,21 @@ def _guarded(handler: Handler) -> Handler:
 
 
 def _refusal(request: web.Request) -> web.Response | None:
-    """None when the request carries the admin token; else the answer: 404 while off, 401 otherwise."""
+    """None when the request carries the admin token; else the answer: 404 while off, 429 to a client that sent
+    too many wrong tokens lately (see `gateway.web.token_guesses`), 401 otherwise."""
     token = _loaded(request).config.admin.token
     if token is None:
         return error_response(404, "the admin API is off; set admin.token to turn it on")
+    guesses, client, now_ms = request.app[TOKEN_GUESSES], client_of(request.remote), _now_ms(request)
+    wait_ms = guesses.wait_ms(client, now_ms)
+    if wait_ms > 0:
+        return error_response(429, *waiting(wait_ms))
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     given_bytes = given.strip().encode("utf-8", "surrogateescape")  # aiohttp decodes bytes that are not UTF-8 so
     if scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, token.get_secret_value().encode()):
+        guesses.right(client)
         return None
+    guesses.wrong(client, now_ms)
     return error_response(
         401, "missing or wrong admin token; send 'Authorization: Bearer <admin.token>'",
         {"WWW-Authenticate": 'Bearer realm="gateway admin"'},

@@ -21,8 +21,9 @@ from gateway.web import hooks as handlers
 from gateway.web.admin import add_admin_routes
 from gateway.web.console.routes import add_console_routes
 from gateway.web.errors import json_errors
-from gateway.web.keys import ADMIN_PORT, CLOCK, CONFIG, OVERRIDDEN, RECEIVES, STORE, WORKER, WorkerSlot
+from gateway.web.keys import ADMIN_PORT, CLOCK, CONFIG, OVERRIDDEN, RECEIVES, STORE, TOKEN_GUESSES, WORKER, WorkerSlot
 from gateway.web.listeners import split_listeners
+from gateway.web.token_guesses import TokenGuesses
 
 log = logging.getLogger("gateway.server")
 
@@ -48,6 +49,7 @@ def create_app(
     app[CLOCK] = clock or SystemClock()
     app[STORE] = store or make_store(loaded.config.storage, loaded.file.parent)
     app[WORKER] = WorkerSlot()
+    app[TOKEN_GUESSES] = TokenGuesses()
     app[METRICS] = Metrics()
     app[METRICS].track_config(loaded)
     remember_secrets(loaded)

@@ -8,6 +8,7 @@ from gateway.clock import Clock
 from gateway.delivery.worker import Worker
 from gateway.ops.config_holder import ConfigHolder
 from gateway.store.base import Store
+from gateway.web.token_guesses import TokenGuesses
 
 
 class WorkerSlot:
@@ -31,4 +32,5 @@ CLOCK = web.AppKey("clock", Clock)
 WORKER = web.AppKey("worker", WorkerSlot)
 RECEIVES = web.AppKey("receives", bool)  # False in `gateway worker`: no ingest route
 OVERRIDDEN = web.AppKey("overridden", frozenset[str])  # settings the command line gave, e.g. server.port
+TOKEN_GUESSES = web.AppKey("token_guesses", TokenGuesses)  # wrong admin tokens, by client
 ADMIN_PORT = web.AppKey[int | None]("admin_port")  # admin.port as bound at start-up (reloads do not move it)

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
-from gateway.clock import utc_text
+from gateway.clock import Clock, FakeClock, utc_text
 from gateway.delivery.send import make_session
 from gateway.delivery.worker import Worker
 from gateway.ingest.signature import sign
@@ -22,6 +22,7 @@ from gateway.ops.config_holder import ConfigHolder
 from gateway.routing.compiled import LoadedConfig, load_config
 from gateway.web.app import create_app
 from gateway.web.keys import CONFIG, STORE, WORKER
+from gateway.web.token_guesses import LIMIT, WINDOW_MS
 from tests.conftest import FIXTURE_SECRET, fixture_bytes
 from tests.delivery.test_dead_letters import BROKEN_BODY, CRM_TOKEN, EITHER_EMAIL, EMAIL, SECRETS, config_text
 from tests.fakes import FakeDestination, Reply
@@ -39,9 +40,9 @@ def gateway(
 ) -> Callable[..., Awaitable[Client]]:
     """Start a gateway on `text` (plus the admin token unless `admin` is empty); no worker unless asked."""
 
-    async def start(text: str, admin: str = ADMIN, run_worker: bool = False) -> Client:
+    async def start(text: str, admin: str = ADMIN, run_worker: bool = False, clock: Clock | None = None) -> Client:
         loaded = load_config(write_config(text + admin, "config.yaml"), environ=ENV)
-        return await aiohttp_client(create_app(ConfigHolder(loaded), run_worker=run_worker))
+        return await aiohttp_client(create_app(ConfigHolder(loaded), run_worker=run_worker, clock=clock))
 
     return start
 
@@ -158,6 +159,31 @@ async def test_token_is_compared_in_constant_time(
     client = await gateway(config_text("http://127.0.0.1:9/"))
     await error_of(await client.get("/admin/config", headers={"Authorization": "Bearer guess"}), 401)
     assert compared == [(b"guess", ADMIN_TOKEN.encode())]
+
+
+async def test_a_client_that_sent_too_many_wrong_tokens_waits_even_with_the_right_one(
+    gateway: Callable[..., Awaitable[Client]],
+) -> None:
+    clock = FakeClock()
+    client = await gateway(config_text("http://127.0.0.1:9/"), clock=clock)
+    for n in range(LIMIT):
+        await error_of(await client.get("/admin/config", headers={"Authorization": f"Bearer guess-{n}"}), 401)
+        clock.advance(10)
+
+    refused = await client.get("/admin/config", headers=AUTH)
+    seconds = (WINDOW_MS - LIMIT * 10_000) // 1000  # until the first wrong token leaves the window
+    assert await error_of(refused, 429) == f"too many wrong admin tokens from this address: try again in {seconds} s"
+    assert refused.headers["Retry-After"] == str(seconds)
+    clock.advance(seconds)
+    assert (await client.get("/admin/config", headers=AUTH)).status == 200
+
+
+async def test_the_right_token_starts_the_count_again(gateway: Callable[..., Awaitable[Client]]) -> None:
+    client = await gateway(config_text("http://127.0.0.1:9/"), clock=FakeClock())
+    for _ in range(3):
+        for _ in range(LIMIT - 1):
+            await error_of(await client.get("/admin/config", headers={"Authorization": "Bearer guess"}), 401)
+        assert (await client.get("/admin/config", headers=AUTH)).status == 200
 
 
 async def test_dead_letter_replayed_through_the_api_wakes_the_worker_and_is_delivered(

@@ -33,7 +33,8 @@ from gateway.web.console.session import (
     touched,
 )
 from gateway.web.errors import Handler, error_response
-from gateway.web.keys import CLOCK, CONFIG
+from gateway.web.keys import CLOCK, CONFIG, TOKEN_GUESSES
+from gateway.web.token_guesses import client_of, waiting
 
 SESSIONS = web.AppKey("console_sessions", Sessions)
 HOME = "/console/"
@@ -160,9 +161,18 @@ async def log_in(request: web.Request) -> web.StreamResponse:
     if session is None or not csrf_matches(session, form.get("csrf")):
         message = "The login form had expired. Enter the token again."
         return _login_page(keys, Session.new(False, now_ms), next_path, 403, message)
+    guesses, client = request.app[TOKEN_GUESSES], client_of(request.remote)
+    wait_ms = guesses.wait_ms(client, now_ms)
+    if wait_ms > 0:
+        message, headers = waiting(wait_ms)
+        page = _login_page(keys, session, next_path, 429, f"{message.capitalize()}.")
+        page.headers.update(headers)
+        return page
     given = form.get("token")
     if not isinstance(given, str) or not hmac.compare_digest(given.encode(), keys.token.encode()):
+        guesses.wrong(client, now_ms)
         return _login_page(keys, session, next_path, 401, "Wrong token.")
+    guesses.right(client)
     response = web.HTTPSeeOther(next_path)
     set_cookie(response, Session.new(True, now_ms), keys.key, keys.idle_s, keys.secure)  # a new id: no fixation
     raise response

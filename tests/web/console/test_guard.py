@@ -12,6 +12,7 @@ from yarl import URL
 
 from gateway.clock import FakeClock
 from gateway.web.console.session import COOKIE
+from gateway.web.token_guesses import LIMIT, WINDOW_MS
 from tests.delivery.test_dead_letters import config_text
 from tests.web.console.conftest import Console, csrf_of
 from tests.web.test_admin import ADMIN_TOKEN, error_of
@@ -69,6 +70,22 @@ async def test_a_wrong_token_is_refused(console: Start, token: str) -> None:
     assert response.status == 401
     assert "Wrong token." in await response.text()
     assert (await gateway.client.get("/console/config", allow_redirects=False)).status == 303
+
+
+async def test_too_many_wrong_tokens_make_the_login_wait_then_it_works_again(console: Start) -> None:
+    clock = FakeClock()
+    gateway = await console(CONFIG, clock=clock)
+    for _ in range(LIMIT):
+        assert (await gateway.login("wrong")).status == 401
+
+    refused = await gateway.login()
+    seconds = WINDOW_MS // 1000
+    assert (refused.status, refused.headers["Retry-After"]) == (429, str(seconds))
+    assert f"Too many wrong admin tokens from this address: try again in {seconds} s." in await refused.text()
+    assert (await gateway.client.get("/console/config", allow_redirects=False)).status == 303  # not logged in
+    clock.advance(seconds)
+    assert (await gateway.login()).status == 303
+    assert "Config in force" in await gateway.page("/console/config")
 
 
 async def test_the_token_is_compared_in_constant_time(console: Start, monkeypatch: pytest.MonkeyPatch) -> None:
