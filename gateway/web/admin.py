@@ -75,16 +75,14 @@ def _refusal(request: web.Request) -> web.Response | None:
     token = _loaded(request).config.admin.token
     if token is None:
         return error_response(404, "the admin API is off; set admin.token to turn it on")
-    guesses, client, now_ms = request.app[TOKEN_GUESSES], client_of(request.remote), _now_ms(request)
-    wait_ms = guesses.wait_ms(client, now_ms)
-    if wait_ms > 0:
-        return error_response(429, *waiting(wait_ms))
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     given_bytes = given.strip().encode("utf-8", "surrogateescape")  # aiohttp decodes bytes that are not UTF-8 so
-    if scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, token.get_secret_value().encode()):
-        guesses.right(client)
+    right, wait_ms = request.app[TOKEN_GUESSES].attempt(client_of(request.remote), _now_ms(request), lambda: (
+        scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, token.get_secret_value().encode())))
+    if wait_ms > 0:
+        return error_response(429, *waiting(wait_ms))
+    if right:
         return None
-    guesses.wrong(client, now_ms)
     return error_response(
         401, "missing or wrong admin token; send 'Authorization: Bearer <admin.token>'",
         {"WWW-Authenticate": 'Bearer realm="gateway admin"'},

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict, deque
+from collections.abc import Callable
 
 LIMIT = 10
 WINDOW_MS = 5 * 60_000
@@ -29,13 +30,25 @@ class TokenGuesses:
         self._max_clients = max_clients
         self._wrong: OrderedDict[str, deque[int]] = OrderedDict()
 
+    def attempt(self, client: str, now_ms: int, token_is_right: Callable[[], bool]) -> tuple[bool, int]:
+        """Whether the token `client` sent is right, and how long the client must wait first (then the token is
+        not looked at, and the answer is False); the token is counted."""
+        wait_ms = self.wait_ms(client, now_ms)
+        if wait_ms > 0:
+            return False, wait_ms
+        if token_is_right():
+            self._wrong.pop(client, None)  # its count starts again
+            return True, 0
+        self._count_wrong(client, now_ms)
+        return False, 0
+
     def wait_ms(self, client: str, now_ms: int) -> int:
         """How long `client` must wait before a token it sends is looked at (0: at once)."""
         times = self._recent(client, now_ms)
         return times[0] + self._window_ms - now_ms if len(times) >= self._limit else 0
 
-    def wrong(self, client: str, now_ms: int) -> None:
-        """Count a wrong token; the one that makes the client wait is logged (the token is not)."""
+    def _count_wrong(self, client: str, now_ms: int) -> None:
+        """The token that makes the client wait is logged (the token is not)."""
         times = self._recent(client, now_ms)
         self._wrong.pop(client, None)
         self._wrong[client] = times  # the most recently wrong client last
@@ -54,10 +67,6 @@ class TokenGuesses:
         if not times:
             self._wrong.pop(client, None)
         return times
-
-    def right(self, client: str) -> None:
-        """A right token: the client's count starts again."""
-        self._wrong.pop(client, None)
 
 
 def client_of(remote: str | None) -> str:

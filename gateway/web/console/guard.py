@@ -161,18 +161,16 @@ async def log_in(request: web.Request) -> web.StreamResponse:
     if session is None or not csrf_matches(session, form.get("csrf")):
         message = "The login form had expired. Enter the token again."
         return _login_page(keys, Session.new(False, now_ms), next_path, 403, message)
-    guesses, client = request.app[TOKEN_GUESSES], client_of(request.remote)
-    wait_ms = guesses.wait_ms(client, now_ms)
+    given = form.get("token")
+    right, wait_ms = request.app[TOKEN_GUESSES].attempt(client_of(request.remote), now_ms, lambda: (
+        isinstance(given, str) and hmac.compare_digest(given.encode(), keys.token.encode())))
     if wait_ms > 0:
         message, headers = waiting(wait_ms)
         page = _login_page(keys, session, next_path, 429, f"{message.capitalize()}.")
         page.headers.update(headers)
         return page
-    given = form.get("token")
-    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), keys.token.encode()):
-        guesses.wrong(client, now_ms)
+    if not right:
         return _login_page(keys, session, next_path, 401, "Wrong token.")
-    guesses.right(client)
     response = web.HTTPSeeOther(next_path)
     set_cookie(response, Session.new(True, now_ms), keys.key, keys.idle_s, keys.secure)  # a new id: no fixation
     raise response
