@@ -15,8 +15,8 @@ must not slow down as the store grows. The two "processes" rows run `serve --pro
 `--processes 2` with the realistic config, nothing pinned: the processes and wrk share both
 cores. Idle RSS is the largest gateway process's, before any load. With `--rounds N` every row
 runs N times, the rows taking turns, each run on a fresh copy of its store: the table shows
-each figure's median, and each ratio is given round by round (both sides measured minutes
-apart, not a quarter of an hour) with its median. With `--node-red` (its
+each figure's median, and each ratio is given round by round with its median (their spread
+is the noise a single run hides). With `--node-red` (its
 `red.js`, from `npm install node-red`), a row for Node-RED running `bench/nodered_flow.json`:
 http in, a function computing and comparing the HMAC (over the re-serialised payload: http in
 parses the body), a switch on the rule type, and the response; it stores nothing.
