@@ -11,15 +11,17 @@ request, logging at warning. "changes + once_per" routes on conversation state (
 routing, written back with the event if unchanged), unsigned, over 1,000 conversations; "same
 routes, no state" is its twin without them. "gateway ingest, N stored" is "gateway ingest" on a
 store already holding `--stored` events (written through the same accept path first): ingest
-must not slow down as the store grows. The two "processes" rows run `serve --processes 1` and
-`--processes 2` with the realistic config, nothing pinned: the processes and wrk share both
-cores. Idle RSS is the largest gateway process's, before any load. With `--rounds N` every row
-runs N times, the rows taking turns, each run on a fresh copy of its store: the table shows
-each figure's median, and each ratio is given round by round with its median (their spread
-is the noise a single run hides). With `--node-red` (its
-`red.js`, from `npm install node-red`), a row for Node-RED running `bench/nodered_flow.json`:
-http in, a function computing and comparing the HMAC (over the re-serialised payload: http in
-parses the body), a switch on the rule type, and the response; it stores nothing.
+must not slow down as the store grows. The "processes" rows run `serve --processes 1`,
+`--processes 2` (each process pinned to a core of its own, as it is by default) and
+`--processes 2 --no-pin` with the realistic config; the bench pins nothing there: the
+processes and wrk share both cores. Idle RSS is the largest gateway process's, before any
+load. With `--rounds N` every row runs N times, the rows taking turns, each run on a fresh
+copy of its store: the table shows each figure's median, and each ratio is given round by
+round with its median (their spread is the noise a single run hides). With `--node-red`
+(its `red.js`, from `npm install node-red`), a row for Node-RED running
+`bench/nodered_flow.json`: http in, a function computing and comparing the HMAC (over the
+re-serialised payload: http in parses the body), a switch on the rule type, and the
+response; it stores nothing.
 
     .venv/bin/python bench/ingest.py [--seconds 10] [--connections 32] [--stored 100000] [--node-red red.js]
                                      [--only process,ingest] [--rounds 3]
@@ -277,6 +279,8 @@ def main() -> None:
                                         work / "conversations.db", varied),
             "ingest, 1 process*": Setup([*realistic, "1", "--port"], work / "processes.db", lua, core=None),
             "ingest, 2 processes*": Setup([*realistic, "2", "--port"], work / "processes.db", lua, core=None),
+            "ingest, 2 processes, no pin*": Setup([*realistic, "2", "--no-pin", "--port"], work / "processes.db", lua,
+                                                  core=None),
         }  # fmt: skip
         chosen = {name: setup for name, setup in setups.items()
                   if name == "bare aiohttp handler" or not wanted or any(word in name for word in wanted)}  # fmt: skip
@@ -315,12 +319,14 @@ def report(rounds: list[dict[str, Row]], stored: int) -> None:
         ratio = statistics.median(ratios(name, "bare aiohttp handler"))
         print(f"{name:<28}{ratio:>7.2f}" + "".join(
             f"{value:>{width}{form}}" for value, (_, width, form, _) in zip(figures, columns, strict=True)))
-    print("* not pinned: the processes and wrk share both cores")
+    print("* not pinned by the bench: the processes and wrk share both cores (`--processes 2` pins each of its "
+          "processes to a core of its own, unless --no-pin)")
     if len(rounds) > 1:
         print(f"each figure and ratio: the median of {len(rounds)} rounds")
     for label, numerator, denominator in [
         (f"{stored:,} events stored / empty store", f"gateway ingest, {stored // 1000}k stored", "gateway ingest"),
         ("2 processes / 1 process", "ingest, 2 processes*", "ingest, 1 process*"),
+        ("2 processes, not pinned / 1 process", "ingest, 2 processes, no pin*", "ingest, 1 process*"),
     ]:
         if numerator in rounds[0] and denominator in rounds[0]:
             each = ratios(numerator, denominator)

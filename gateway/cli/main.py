@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--processes", default="1", help="gateway processes sharing the port and the store: a number or auto (per core)"
     )
+    serve.add_argument("--no-pin", action="store_true",
+                       help="with --processes: let every process run on any core (by default each has its own)")
     serve.add_argument(LISTEN_FDS_FLAG, help=argparse.SUPPRESS)  # set by the supervisor of --processes
     _log_args(serve)
     serve.set_defaults(run=_serve)
@@ -208,7 +210,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    args.processes, args.listen_fds = "1", None
+    args.processes, args.listen_fds, args.no_pin = "1", None, False
     return _run_app(args, run_worker=True, receive=False)
 
 
@@ -216,6 +218,7 @@ def _run_app(args: argparse.Namespace, run_worker: bool, receive: bool) -> int:
     from gateway.cli.processes import (
         Supervisor,
         child_argv,
+        cores_for,
         inherited_sockets,
         process_count,
         reuse_port_copies,
@@ -237,7 +240,8 @@ def _run_app(args: argparse.Namespace, run_worker: bool, receive: bool) -> int:
         sockets = bind(loaded.config, args.host, args.port)  # before the store opens: a busy port fails at once
     count = process_count(args.processes)
     if count > 1:
-        return Supervisor(child_argv(args.argv), reuse_port_copies(sockets, count)).run()
+        cores = cores_for(count, pin=not args.no_pin)
+        return Supervisor(child_argv(args.argv), reuse_port_copies(sockets, count), cores).run()
     overridden = frozenset(f"server.{name}" for name in ("host", "port") if getattr(args, name) is not None)
     app = create_app(ConfigHolder(loaded), run_worker=run_worker, receive=receive, overridden=overridden)
     gc.freeze()  # what start-up built lives as long as the process: keep it out of every collection

@@ -6,6 +6,11 @@ processes. Each process is a whole gateway started afresh (`python -m gateway se
 its own event loop, store connection, group-commit writer and delivery worker. SQLite serialises the
 processes' commits (WAL), Redis its scripts; claims are leased, so no delivery goes out twice.
 
+With two cores or more, each process is pinned to a core of its own (in turn, among the cores the
+supervisor may use), unless `--no-pin` says otherwise: a process's SQLite writer, which holds the
+file's write lock through its commit, then does not wait behind the other processes' threads for a
+core when it wakes from its fsync.
+
 The supervisor forwards SIGHUP (reload) and SIGTERM/SIGINT (drain and stop) to every process, restarts
 one that dies after it has run a while, and stops them all when one dies while starting (a config or
 store problem that a restart would only repeat). Metrics are gathered across processes through
@@ -53,6 +58,15 @@ def process_count(value: str) -> int:
     if count < 1:
         raise GatewayError(f"--processes must be a positive number or 'auto', not {value!r}")
     return count
+
+
+def cores_for(count: int, pin: bool) -> list[int | None]:
+    """The core each of `count` processes is pinned to: the cores this process may run on, in turn; None for
+    each when pinning is off or means nothing (a single core, or no `sched_setaffinity` on this system)."""
+    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else []
+    if not pin or len(usable) < 2:
+        return [None] * count
+    return [usable[index % len(usable)] for index in range(count)]
 
 
 def inherited_sockets(fds: str) -> list[socket.socket]:
@@ -112,6 +126,7 @@ def _reuse_port_socket(family: socket.AddressFamily, address: tuple[str, int]) -
 class _Child:
     index: int
     sockets: list[socket.socket]
+    core: int | None
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restart_delay_s: float = _RESTART_DELAY_S[0]
@@ -124,6 +139,7 @@ class Supervisor:
 
     argv: list[str]
     socket_sets: list[list[socket.socket]]
+    cores: list[int | None]
     children: list[_Child] = field(default_factory=list)
     stopping: bool = False
     failed: str | None = None
@@ -133,11 +149,13 @@ class Supervisor:
         env = {**os.environ, MULTIPROCESS_DIR_ENV: metrics_dir, SUPERVISOR_ENV: str(os.getpid())}
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
-            self.children = [_Child(index, sockets) for index, sockets in enumerate(self.socket_sets)]
+            self.children = [_Child(index, sockets, core)
+                             for index, (sockets, core) in enumerate(zip(self.socket_sets, self.cores, strict=True))]
             for child in self.children:
                 self._start(child, env)
-            log.info("serving with %d processes (pids %s)", len(self.children),
-                     ", ".join(str(child.process.pid) for child in self.children if child.process))
+            pinned = "" if self.cores[0] is None else f", on cores {', '.join(str(core) for core in self.cores)}"
+            log.info("serving with %d processes (pids %s%s)", len(self.children),
+                     ", ".join(str(child.process.pid) for child in self.children if child.process), pinned)
             while not self.stopping or any(child.process for child in self.children):
                 self._watch(env)
                 time.sleep(_POLL_S)
@@ -158,6 +176,12 @@ class Supervisor:
         command = [*self.argv, LISTEN_FDS_FLAG, ",".join(map(str, fds))]
         # Its own process group: a Ctrl-C at the terminal reaches the supervisor, which stops the processes once.
         child.process = subprocess.Popen(command, pass_fds=fds, env=env, process_group=0)
+        if child.core is not None:  # the interpreter is still starting: the threads it makes later inherit this
+            try:
+                os.sched_setaffinity(child.process.pid, {child.core})
+            except OSError as exc:
+                log.warning("process %d runs on any core: pinning it to core %d failed: %s", child.index, child.core,
+                            exc.strerror or exc)  # fmt: skip
         child.started_at = time.monotonic()
         child.restart_at = None
 

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.cli.processes import child_argv, process_count
+from gateway.cli.processes import child_argv, cores_for, process_count
 from gateway.errors import GatewayError
 from tests.conftest import FIXTURE_SECRET
 from tests.fakes import FakeDestination, Reply
@@ -98,6 +98,41 @@ async def test_processes_share_the_port_the_store_and_the_metrics(
     with socket.socket() as sock:  # the port is free again (SO_REUSEADDR: closed connections linger in TIME_WAIT)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", gateway.port))
+
+
+USABLE_CORES = sorted(os.sched_getaffinity(0))
+needs_two_cores = pytest.mark.skipif(len(USABLE_CORES) < 2, reason="pinning needs two usable cores")
+
+
+def thread_cores(pid: int) -> list[set[int]]:
+    """The cores each thread of `pid` may run on."""
+    return [os.sched_getaffinity(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")]
+
+
+def test_cores_for_takes_the_usable_cores_in_turn() -> None:
+    expected = [USABLE_CORES[index % len(USABLE_CORES)] for index in range(3)] if len(USABLE_CORES) > 1 else [None] * 3
+    assert cores_for(3, pin=True) == expected
+    assert cores_for(3, pin=False) == [None, None, None]
+
+
+@needs_two_cores
+@pytest.mark.parametrize("pin", [True, False], ids=["pinned", "no-pin"])
+async def test_each_process_and_all_its_threads_run_on_a_core_of_their_own(tmp_path: Path, pin: bool) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text("http://127.0.0.1:9/sink"), encoding="utf-8")
+    extra = ("--processes", "2") if pin else ("--processes", "2", "--no-pin")
+    async with GatewayProcess(config, free_port(), tmp_path / "gateway.log", extra) as gateway:
+        await gateway.start()
+        workers = children(gateway.pid)
+        threads = {pid: thread_cores(pid) for pid in workers}
+        await gateway.stop()
+    assert all(len(cores) >= 3 for cores in threads.values())  # the loop, the SQLite writer and reader, ...
+    if pin:
+        per_process = [{frozenset(each) for each in threads[pid]} for pid in workers]
+        assert per_process == [{frozenset({USABLE_CORES[0]})}, {frozenset({USABLE_CORES[1]})}]
+        assert f"on cores {USABLE_CORES[0]}, {USABLE_CORES[1]})" in gateway.tail()
+    else:
+        assert all(each == set(USABLE_CORES) for pid in workers for each in threads[pid])
 
 
 def test_a_busy_port_fails_before_any_process_starts(tmp_path: Path) -> None:
