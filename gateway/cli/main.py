@@ -59,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--processes", default="1", help="gateway processes sharing the port and the store: a number or auto (per core)"
     )
-    serve.add_argument("--no-pin", action="store_true",
-                       help="with --processes: let every process run on any core (by default each has its own)")
+    serve.add_argument("--no-pin", action="store_true", help="with --processes: let every process run on any core "
+                       "(by default each has one of its own when there are enough)")
     serve.add_argument(LISTEN_FDS_FLAG, help=argparse.SUPPRESS)  # set by the supervisor of --processes
     _log_args(serve)
     serve.set_defaults(run=_serve)

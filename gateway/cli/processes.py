@@ -6,8 +6,8 @@ processes. Each process is a whole gateway started afresh (`python -m gateway se
 its own event loop, store connection, group-commit writer and delivery worker. SQLite serialises the
 processes' commits (WAL), Redis its scripts; claims are leased, so no delivery goes out twice.
 
-With two cores or more, each process is pinned to a core of its own (in turn, among the cores the
-supervisor may use), unless `--no-pin` says otherwise: a process's SQLite writer, which holds the
+When there are cores enough, each process is pinned to a core of its own (among those the supervisor
+may use), unless `--no-pin` says otherwise: a process's SQLite writer, which holds the
 file's write lock through its commit, then does not wait behind the other processes' threads for a
 core when it wakes from its fsync.
 
@@ -61,12 +61,13 @@ def process_count(value: str) -> int:
 
 
 def cores_for(count: int, pin: bool) -> list[int | None]:
-    """The core each of `count` processes is pinned to: the cores this process may run on, in turn; None for
-    each when pinning is off or means nothing (a single core, or no `sched_setaffinity` on this system)."""
+    """The core each of `count` processes is pinned to, one of those this process may run on; None for each when
+    pinning is off, or when the processes cannot have a core each (a single core, more processes than cores, or
+    no `sched_setaffinity` on this system): processes sharing a pinned core could not move to an idle one."""
     usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else []
-    if not pin or len(usable) < 2:
+    if not pin or len(usable) < 2 or count > len(usable):
         return [None] * count
-    return [usable[index % len(usable)] for index in range(count)]
+    return list(usable[:count])
 
 
 def inherited_sockets(fds: str) -> list[socket.socket]:

@@ -109,10 +109,11 @@ def thread_cores(pid: int) -> list[set[int]]:
     return [os.sched_getaffinity(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")]
 
 
-def test_cores_for_takes_the_usable_cores_in_turn() -> None:
-    expected = [USABLE_CORES[index % len(USABLE_CORES)] for index in range(3)] if len(USABLE_CORES) > 1 else [None] * 3
-    assert cores_for(3, pin=True) == expected
-    assert cores_for(3, pin=False) == [None, None, None]
+@needs_two_cores
+def test_cores_for_gives_each_process_a_core_of_its_own_or_pins_none() -> None:
+    assert cores_for(2, pin=True) == USABLE_CORES[:2]
+    assert cores_for(2, pin=False) == [None, None]
+    assert cores_for(len(USABLE_CORES) + 1, pin=True) == [None] * (len(USABLE_CORES) + 1)  # two would share a core
 
 
 @needs_two_cores
@@ -124,9 +125,11 @@ async def test_each_process_and_all_its_threads_run_on_a_core_of_their_own(tmp_p
     async with GatewayProcess(config, free_port(), tmp_path / "gateway.log", extra) as gateway:
         await gateway.start()
         workers = children(gateway.pid)
+        # the first process answering is enough for start(): wait for both to have made their threads (the loop,
+        # the SQLite writer and reader, ...)
+        await wait_until(lambda: all(len(thread_cores(pid)) >= 3 for pid in workers), timeout_s=30)
         threads = {pid: thread_cores(pid) for pid in workers}
         await gateway.stop()
-    assert all(len(cores) >= 3 for cores in threads.values())  # the loop, the SQLite writer and reader, ...
     if pin:
         per_process = [{frozenset(each) for each in threads[pid]} for pid in workers]
         assert per_process == [{frozenset({USABLE_CORES[0]})}, {frozenset({USABLE_CORES[1]})}]
