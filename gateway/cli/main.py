@@ -210,7 +210,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    args.processes, args.listen_fds, args.no_pin = "1", None, False
+    args.processes, args.listen_fds = "1", None
     return _run_app(args, run_worker=True, receive=False)
 
 
