@@ -1,9 +1,9 @@
 """What one group commit costs the SQLite store, alone and beside CPU-bound processes.
 
-Writes batches of `--batch` events (an event row and three delivery rows each, through the store's
-own INSERT statements, with blobs of the sizes the realistic ingest row stores compressed, and 500
-distinct dedupe keys, conversations and senders in turn) into a fresh store file until `--events`
-are stored, timing the inserts and the COMMIT of each batch (`synchronous=FULL`, WAL, checkpoints
+Writes batches of `--batch` events (the 500 distinct events of `bench/ingest.py` in turn, each with
+three rendered requests, made into rows and compressed by the store's own `ingest_rows` before the
+clock starts, and written by its `ingest`) into a fresh store file until `--events` are stored,
+timing the inserts and the COMMIT of each batch (`synchronous=FULL`, WAL, checkpoints
 every 1,000 pages as in the gateway). With `--busy N`, N processes spin on the CPU meanwhile: on a
 2-core machine, what the writer of a gateway process meets when its event loop, another process and
 the load generator all want the cores.
@@ -14,31 +14,37 @@ the load generator all want the cores.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
-import os
-import random
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
+from common import varied_bodies
+
+from gateway.model import NewDelivery, NewEvent, RenderedRequest, event_facts
 from gateway.store import sqlite_queue
+from gateway.store.base import dedupe_key
+from gateway.store.compression import Codec
 from gateway.store.sqlite_schema import open_writer_connection
 
 DISTINCT = 500
 AT_MS = 1_780_000_000_000
 
 
-def rows(n: int, keys: list[str], conversations: list[str]) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
-    """Event `n` and its three deliveries, as `sqlite_queue.ingest` writes them (blobs of the compressed sizes)."""
-    k, at_ms = n % DISTINCT, AT_MS + n
-    event = (f"evt_{n:016d}", "missive", keys[k], at_ms, os.urandom(270), conversations[k], "Refund for order",
-             f"customer{k}@example.org", "incoming_email", None)  # fmt: skip
-    deliveries = [(f"dlv_{n:016d}{j}", event[0], "crm-note", "crm", "pending", 0, 8, at_ms, at_ms, at_ms, "POST",
-                   "http://127.0.0.1:9/crm", os.urandom(60), os.urandom(150), 0, None, None, None, None, None, None, 0)
-                  for j in range(3)]  # fmt: skip
-    return event, deliveries
+def batches(batch: int, events: int) -> list[list[sqlite_queue.IngestRows]]:
+    """`events` events in batches of `batch`, each event with three requests, as the rows `ingest` writes."""
+    codec = Codec([], on_trained=lambda dictionary: None, lookup=lambda dictionary_id: None)
+    bodies = varied_bodies(DISTINCT)
+    made = []
+    for n in range(events):
+        body = bodies[n % DISTINCT]
+        event = NewEvent(f"evt_{n:016d}", "missive", AT_MS + n, body, dedupe_key(body), event_facts(json.loads(body)))
+        request = RenderedRequest("POST", "http://127.0.0.1:9/crm", {"Content-Type": "application/json"}, body[:600])
+        deliveries = [NewDelivery(f"dlv_{n:016d}{j}", "crm-note", "crm", 8, request) for j in range(3)]
+        made.append(sqlite_queue.ingest_rows(codec, event, deliveries, dedupe_window_ms=0, state=None))
+    return [made[first : first + batch] for first in range(0, events, batch)]
 
 
 def spin() -> None:
@@ -48,21 +54,16 @@ def spin() -> None:
 
 def measure(batch: int, events: int) -> tuple[list[float], list[float]]:
     """The inserts' and the COMMIT's time of each batch, in ms (the first 50 batches left out: a warm-up)."""
-    rng = random.Random(7)
-    keys = [f"{rng.getrandbits(64):016x}" for _ in range(DISTINCT)]
-    conversations = [f"{rng.getrandbits(128):032x}" for _ in range(DISTINCT)]
     inserts: list[float] = []
     commits: list[float] = []
     with tempfile.TemporaryDirectory() as directory:
         conn, lock = open_writer_connection(Path(directory) / "commit.db")
         try:
-            for first in range(0, events, batch):
-                made = [rows(n, keys, conversations) for n in range(first, first + batch)]
+            for rows in batches(batch, events):
                 started = time.perf_counter()
                 conn.execute("BEGIN IMMEDIATE")
-                for event, deliveries in made:
-                    conn.execute(sqlite_queue._INSERT_EVENT, event)
-                    conn.executemany(sqlite_queue._INSERT_DELIVERY, deliveries)
+                for event in rows:
+                    sqlite_queue.ingest(conn, event)
                 inserted = time.perf_counter()
                 conn.execute("COMMIT")
                 inserts.append((inserted - started) * 1000)
