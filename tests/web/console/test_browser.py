@@ -17,6 +17,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 
 from gateway.ingest.signature import sign
+from gateway.web.token_guesses import LIMIT
 from tests.conftest import FIXTURE_SECRET, FIXTURES, fixture_bytes
 from tests.processes import ROOT, GatewayProcess, free_port
 from tests.web.console.browser import assert_usable, browser, screenshot, screenshots, wait
@@ -244,3 +245,18 @@ async def test_a_hostile_payload_stays_text_in_the_browser(
     browser.find_element(By.XPATH, "//summary[span[@class='key' and text()='conversation']]").click()
     shown = browser.find_element(By.XPATH, "//li[span[@class='key' and text()='subject']]")
     assert shown.text == f'subject: "{XSS}"'  # shown, as text
+
+
+async def test_a_login_mistyped_too_often_says_how_long_to_wait(
+    browser: WebDriver, running: tuple[GatewayProcess, str, int], screenshots: Path
+) -> None:
+    gateway, _, _ = running
+    browser.get(gateway.url("/console/login"))
+    for attempt in range(LIMIT + 1):
+        field = browser.find_element(By.ID, "token")
+        field.send_keys(f"guess-{attempt}", Keys.ENTER)
+        wait(browser).until(expected_conditions.staleness_of(field))  # the answer's page replaced the form
+    alert = browser.find_element(By.CSS_SELECTOR, "[role=alert]").text
+    assert alert.startswith("Too many wrong admin tokens from this address: try again in "), alert
+    assert_usable(browser)
+    screenshot(browser, screenshots, "login-wait")
